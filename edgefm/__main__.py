@@ -1,0 +1,3 @@
+from edgefm.cli import main
+
+main()
