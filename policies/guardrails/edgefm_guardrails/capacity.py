@@ -1,0 +1,117 @@
+"""Capacity: the GPUs a site's workloads may hold at once (replicas x per-pod `nvidia.com/gpu`) fit the
+appliance. Counts every workload in the stack, as if all ran together: a fine-tuning Job that starts while
+Triton holds every GPU would sit Pending until its deadline."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Final
+
+from edgefm_guardrails.config import CapacityConfig
+from edgefm_guardrails.facts import FactsError, read_facts
+from edgefm_guardrails.kube import containers, pod_template
+from edgefm_guardrails.kubernetes import parse_quantity
+from edgefm_guardrails.model import (
+    UNKNOWN,
+    NotApplicable,
+    Resource,
+    Violation,
+    as_mapping,
+    get,
+    is_site_stack,
+    stack_of,
+)
+
+GPU_RESOURCE: Final = "nvidia.com/gpu"
+# MIG "mixed" strategy advertises one resource per profile; each instance is one schedulable slice.
+MIG_RESOURCE_PREFIX: Final = "nvidia.com/mig-"
+
+
+@dataclass(frozen=True)
+class GpuDemand:
+    resource: Resource
+    replicas: int
+    per_pod: int
+
+    @property
+    def total(self) -> int:
+        return self.replicas * self.per_pod
+
+    def describe(self) -> str:
+        return f"{self.resource.label} {self.replicas}x{self.per_pod}"
+
+
+def _gpus(spec: Mapping[str, Any]) -> int | None:
+    """GPUs one container limits itself to; None if unknown during preview."""
+    limits = get(spec, "resources", "limits")
+    if limits is UNKNOWN:
+        return None
+    total = Decimal(0)
+    for key, value in as_mapping(limits).items():
+        if key == GPU_RESOURCE or str(key).startswith(MIG_RESOURCE_PREFIX):
+            if value is UNKNOWN:
+                return None
+            q = parse_quantity(value)
+            if q is not None:
+                total += q
+    return int(total)
+
+
+def pod_gpus(spec: Mapping[str, Any]) -> int | None:
+    """A pod's effective GPU need: init containers run one at a time before the app containers start."""
+    init: list[int] = []
+    app: list[int] = []
+    for c in containers(spec):
+        n = _gpus(c.spec)
+        if n is None:
+            return None
+        if c.field == "initContainers":
+            init.append(n)
+        elif c.field == "containers":
+            app.append(n)
+    return max([sum(app), *init])
+
+
+def gpu_demands(resources: Sequence[Resource], nodes_per_site: int) -> tuple[list[GpuDemand], list[Resource]]:
+    """(known demands, workloads whose demand is unknown during preview)."""
+    demands: list[GpuDemand] = []
+    unknown: list[Resource] = []
+    for r in resources:
+        tmpl = pod_template(r)
+        if tmpl is None:
+            continue
+        per_pod = pod_gpus(tmpl.spec)
+        if per_pod is None or tmpl.replicas is None:
+            unknown.append(r)
+            continue
+        if per_pod == 0:
+            continue
+        replicas = nodes_per_site if tmpl.per_node else tmpl.replicas
+        demands.append(GpuDemand(r, replicas, per_pod))
+    return demands, unknown
+
+
+def check_gpu_capacity(resources: Sequence[Resource], cfg: CapacityConfig) -> list[Violation]:
+    stack = stack_of(resources)
+    if not is_site_stack(stack):
+        raise NotApplicable("GPU capacity is checked on site stacks only")
+    try:
+        facts = read_facts(resources)
+    except FactsError as exc:
+        raise NotApplicable(f"site facts unavailable ({exc}); see policy site-facts") from None
+    demands, _unknown = gpu_demands(resources, cfg.nodes_per_site)
+    wanted = sum(d.total for d in demands)
+    capacity = facts.schedulable_gpus
+    if wanted <= capacity:
+        return []
+    slices = f" x {facts.gpu_slices_per_gpu} slices each" if facts.gpu_slices_per_gpu > 1 else ""
+    detail = ", ".join(d.describe() for d in sorted(demands, key=lambda d: -d.total))
+    message = (
+        f"site {facts.site}: workloads request {wanted} GPUs ({detail}) but the appliance has "
+        f"{facts.gpu_capacity} GPUs{slices} = {capacity}"
+    )
+    # Attach to the largest consumer so the preview shows it beside a resource that has to shrink.
+    largest = max(demands, key=lambda d: d.total)
+    return [Violation(message, largest.resource.urn)]

@@ -1,0 +1,217 @@
+"""Identity: a site's credentials may read the model registry, never write it, and never hold wildcard
+actions. A site that is compromised must not be able to poison the model every other site mirrors.
+
+Identities checked:
+  * AWS flavor: IAM users tagged `edgefm.io/site=<site>` (not `hub`), through their inline UserPolicies,
+    managed Policies attached with UserPolicyAttachment/PolicyAttachment, and AWS-managed policy ARNs
+    (whose text the pack cannot see, so they are refused);
+  * datacenter flavor: MinIO policy documents kept in the hub's ConfigMaps/Secrets for a site (see
+    `minio_site_documents`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from edgefm_guardrails.config import IdentityConfig
+from edgefm_guardrails.iam import (
+    PolicyDocumentError,
+    Statement,
+    action_matches,
+    covers_bucket,
+    is_wildcard,
+    load_document,
+    statements,
+)
+from edgefm_guardrails.kube import BUCKET_LABEL, SITE_LABEL, annotations_of, is_kind, labels_of
+from edgefm_guardrails.model import (
+    HUB_STACK,
+    UNKNOWN,
+    NotApplicable,
+    Resource,
+    Violation,
+    as_list,
+    as_mapping,
+    get,
+)
+from edgefm_guardrails.storage import BUCKET_TYPES, REGISTRY_PURPOSE, bucket_name, is_onsite_bucket
+
+USER_TYPE: Final = "aws:iam/user:User"
+USER_POLICY_TYPE: Final = "aws:iam/userPolicy:UserPolicy"
+USER_POLICY_ATTACHMENT_TYPE: Final = "aws:iam/userPolicyAttachment:UserPolicyAttachment"
+POLICY_ATTACHMENT_TYPE: Final = "aws:iam/policyAttachment:PolicyAttachment"
+POLICY_TYPE: Final = "aws:iam/policy:Policy"
+# A ConfigMap/Secret holding a MinIO policy for one site carries this annotation with the site's name.
+MINIO_POLICY_SITE_ANNOTATION: Final = "edgefm.io/minio-policy-site"
+
+
+@dataclass(frozen=True)
+class Document:
+    """A policy document some site identity holds, and where it came from (for messages)."""
+
+    site: str
+    source: Resource
+    where: str
+    body: Any  # JSON text, a mapping, or UNKNOWN
+
+
+def registry_buckets(resources: Sequence[Resource], cfg: IdentityConfig) -> set[str]:
+    names = set(cfg.registry_buckets)
+    for r in resources:
+        if r.stack != HUB_STACK:
+            continue
+        name: Any = None
+        if r.type in BUCKET_TYPES and as_mapping(r.get("tags")).get(BUCKET_LABEL) == REGISTRY_PURPOSE:
+            name = r.get("bucket")
+        elif is_onsite_bucket(r) and labels_of(r).get(BUCKET_LABEL) == REGISTRY_PURPOSE:
+            name = bucket_name(r)
+        if isinstance(name, str):
+            names.add(name)
+    return names
+
+
+def statement_problems(st: Statement, registry: set[str], cfg: IdentityConfig) -> list[str]:
+    if st.effect != "Allow":
+        return []  # a Deny only ever narrows what the identity may do
+    problems: list[str] = []
+    if st.not_actions:
+        problems.append(f"{st.label} uses NotAction (allows every action but {', '.join(st.not_actions)})")
+    wild = [a for a in st.actions if is_wildcard(a)]
+    if wild:
+        problems.append(f"{st.label} allows wildcard actions {', '.join(wild)}")
+    writes = [
+        a for a in st.actions
+        if not is_wildcard(a) and a.lower().startswith("s3:")
+        and not any(action_matches(ro, a) for ro in cfg.read_only_actions)
+    ]  # fmt: skip
+    if writes:
+        if not registry:
+            # Without a known registry bucket every write might land there.
+            problems.append(
+                f"{st.label} allows write actions {', '.join(writes)} and the registry bucket is unknown"
+            )
+        else:
+            hit = sorted(b for b in registry if covers_bucket(st, b))
+            if hit:
+                problems.append(
+                    f"{st.label} allows {', '.join(writes)} on the model registry {', '.join(hit)}"
+                )
+    return problems
+
+
+def document_problems(doc: Document, registry: set[str], cfg: IdentityConfig) -> list[str]:
+    try:
+        body = load_document(doc.body)
+    except PolicyDocumentError as exc:
+        return [str(exc)]
+    if body is UNKNOWN or body is None or not isinstance(body, Mapping):
+        return []  # computed at preview; judged again at update time
+    return [p for st in statements(body) for p in statement_problems(st, registry, cfg)]
+
+
+def _site_users(resources: Sequence[Resource]) -> dict[str, tuple[Resource, str]]:
+    """URN → (user, site) for IAM users tagged with a site other than the hub."""
+    out: dict[str, tuple[Resource, str]] = {}
+    for r in resources:
+        if r.type != USER_TYPE:
+            continue
+        site = as_mapping(r.get("tags")).get(SITE_LABEL)
+        if isinstance(site, str) and site and site != HUB_STACK:
+            out[r.urn] = (r, site)
+    return out
+
+
+def _user_of(
+    r: Resource, prop: str, users: Mapping[str, tuple[Resource, str]]
+) -> Iterator[tuple[Resource, str]]:
+    value = r.get(prop)
+    targets = as_list(value) if isinstance(value, list) else [value]
+    for urn, (user, site) in users.items():
+        name = user.get("name")
+        if urn in r.property_dependencies.get(prop, ()) or (isinstance(name, str) and name in targets):
+            yield user, site
+
+
+def aws_site_documents(resources: Sequence[Resource]) -> tuple[list[Document], list[Violation]]:
+    users = _site_users(resources)
+    docs: list[Document] = []
+    unverifiable: list[Violation] = []
+    policies = {r.urn: r for r in resources if r.type == POLICY_TYPE}
+
+    def attached(att: Resource, user: Resource, site: str) -> None:
+        arn = att.get("policyArn")
+        found = [p for urn, p in policies.items() if urn in att.property_dependencies.get("policyArn", ())]
+        found += [
+            p for p in policies.values() if isinstance(arn, str) and p.get("arn") == arn and p not in found
+        ]
+        if found:
+            docs.extend(
+                Document(site, p, f"{p.label} attached by {att.label}", p.get("policy")) for p in found
+            )
+        elif arn is not UNKNOWN:
+            unverifiable.append(
+                Violation(
+                    f"{att.label} attaches {arn!r} to site {site}'s {user.label}; its text is not in the "
+                    "stack, so the pack cannot show it is read-only: use an inline UserPolicy or a Policy "
+                    "from this stack",
+                    att.urn,
+                )
+            )
+
+    for r in resources:
+        if r.type == USER_POLICY_TYPE:
+            for user, site in _user_of(r, "user", users):
+                docs.append(Document(site, r, f"{r.label} on {user.label}", r.get("policy")))
+        elif r.type == USER_POLICY_ATTACHMENT_TYPE:
+            for user, site in _user_of(r, "user", users):
+                attached(r, user, site)
+        elif r.type == POLICY_ATTACHMENT_TYPE:
+            for user, site in _user_of(r, "users", users):
+                attached(r, user, site)
+    return docs, unverifiable
+
+
+def minio_site_documents(resources: Sequence[Resource]) -> list[Document]:
+    """MinIO policies for sites: every JSON value with a `Statement` list in a ConfigMap or Secret
+    annotated `edgefm.io/minio-policy-site: <site>` (data, stringData; binaryData is not inspected)."""
+    docs: list[Document] = []
+    for r in resources:
+        if not (is_kind(r, "core", "ConfigMap") or is_kind(r, "core", "Secret")):
+            continue
+        site = annotations_of(r).get(MINIO_POLICY_SITE_ANNOTATION)
+        if not isinstance(site, str) or not site or site == HUB_STACK:
+            continue
+        for field_name in ("data", "stringData"):
+            data = get(r.props, field_name)
+            if data is UNKNOWN:
+                docs.append(Document(site, r, f"{r.label} {field_name}", UNKNOWN))
+                continue
+            for key, value in as_mapping(data).items():
+                if field_name == "data" and is_kind(r, "core", "Secret") and isinstance(value, str):
+                    value = _b64_text(value)
+                if isinstance(value, str) and '"Statement"' in value:
+                    docs.append(Document(site, r, f"{r.label} {field_name}.{key}", value))
+    return docs
+
+
+def _b64_text(value: str) -> str:
+    try:
+        return base64.b64decode(value, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return value
+
+
+def check_site_identities(resources: Sequence[Resource], cfg: IdentityConfig) -> list[Violation]:
+    aws_docs, out = aws_site_documents(resources)
+    docs = aws_docs + minio_site_documents(resources)
+    if not docs and not out:
+        raise NotApplicable("no site identities in this stack")
+    registry = registry_buckets(resources, cfg)
+    for doc in docs:
+        for p in document_problems(doc, registry, cfg):
+            out.append(Violation(f"site {doc.site}'s identity: {doc.where}: {p}", doc.source.urn))
+    return out

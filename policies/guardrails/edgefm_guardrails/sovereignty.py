@@ -1,0 +1,198 @@
+"""Data sovereignty: a site's labelled data (its datasets bucket) stays on the site.
+
+Checked on site stacks, against the site facts:
+  * the datasets bucket declares no replication (`edgefm.io/bucket-replication: none`), its provisioning
+    script sets up no replication or lifecycle transition (MinIO tiers and replication targets are remote
+    servers by construction), and an ObjectBucketClaim asks for no MCG replication policy;
+  * AWS replication or lifecycle transitions of the datasets bucket, should a site stack ever hold one;
+  * no container that can read the datasets bucket can also reach a host outside the site: taint analysis
+    over each container's literal env values, command and args. "Reads the datasets bucket" means the
+    bucket's name (or EDGEFM_DATASETS_BUCKET) appears there; "reaches off-site" means a URL to a host
+    that is neither the site's storage endpoint nor cluster-local, or the hub registry's env variables.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from typing import Final
+from urllib.parse import urlsplit
+
+from edgefm_guardrails.config import SovereigntyConfig
+from edgefm_guardrails.facts import FactsError, SiteFacts, read_facts
+from edgefm_guardrails.kube import Container, annotations_of, env_values, is_kind, workload_containers
+from edgefm_guardrails.model import (
+    UNKNOWN,
+    NotApplicable,
+    Resource,
+    Violation,
+    as_list,
+    get,
+    is_site_stack,
+    stack_of,
+)
+from edgefm_guardrails.storage import (
+    REPLICATION_ANNOTATION,
+    bucket_name,
+    bucket_purpose,
+    is_onsite_bucket,
+)
+
+DATASETS: Final = "datasets"
+DATASETS_ENV: Final = "EDGEFM_DATASETS_BUCKET"
+# Env variables that point a container at the hub (the registry a site mirrors models from).
+HUB_ENV_PREFIXES: Final = ("EDGEFM_REGISTRY_", "EDGEFM_HUB_")
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+")
+# MinIO client commands that move objects to another server (replication, tiering) for a bucket.
+_EXPORTING_COMMANDS: Final = (
+    re.compile(r"\bmc\s+replicate\s+(add|update|import)\b"),
+    re.compile(r"\bmc\s+(admin\s+)?bucket\s+remote\s+add\b"),
+    re.compile(r"\bmc\s+ilm\s+tier\s+add\b"),
+    re.compile(r"--transition-(days|date|tier)\b"),
+    re.compile(r"\bmc\s+ilm\s+rule\s+add\b.*--transition"),
+)
+AWS_REPLICATION_TYPES: Final = ("aws:s3/bucketReplicationConfig:BucketReplicationConfig",)
+AWS_LIFECYCLE_TYPES: Final = (
+    "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+    "aws:s3/bucketLifecycleConfigurationV2:BucketLifecycleConfigurationV2",
+)
+
+
+def _texts(c: Container) -> Iterator[str]:
+    for key in ("command", "args"):
+        for item in as_list(c.spec.get(key)):
+            if isinstance(item, str):
+                yield item
+
+
+def _mentions_bucket(text: str, bucket: str) -> bool:
+    # Bucket names are DNS-like; match whole names so `x-datasets-archive` is not `x-datasets`.
+    return re.search(rf"(?<![A-Za-z0-9.-]){re.escape(bucket)}(?![A-Za-z0-9.-])", text) is not None
+
+
+def is_site_local(url: str, facts: SiteFacts, cfg: SovereigntyConfig) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    if not host:
+        return True  # a relative or malformed reference names no server
+    if host == facts.storage_host or host in ("localhost", "127.0.0.1", "::1"):
+        return True
+    if "." not in host and ":" not in host:
+        return True  # a bare Service name resolves inside the pod's namespace
+    return any(host.endswith(suffix.lower()) for suffix in cfg.cluster_local_suffixes)
+
+
+def _offsite_reach(c: Container, facts: SiteFacts, cfg: SovereigntyConfig) -> list[str]:
+    reasons: list[str] = []
+    for var, value in env_values(c).items():
+        if var.startswith(HUB_ENV_PREFIXES):
+            reasons.append(f"env {var} (the hub registry)")
+        elif isinstance(value, str):
+            for url in _URL.findall(value):
+                if not is_site_local(url, facts, cfg):
+                    reasons.append(f"env {var}={url}")
+    for var in _value_from_hub_env(c):
+        reasons.append(f"env {var} (the hub registry)")
+    for text in _texts(c):
+        for url in _URL.findall(text):
+            # s3://<endpoint>/bucket wraps the real endpoint URL (Triton's form); judge the inner one.
+            inner = url[len("s3://") :] if url.startswith("s3://") and "://" in url[len("s3://") :] else url
+            if inner.startswith("s3://"):
+                continue  # plain s3://bucket/key: the bucket check covers it
+            if not is_site_local(inner, facts, cfg):
+                reasons.append(f"argument {url}")
+    return reasons
+
+
+def _value_from_hub_env(c: Container) -> list[str]:
+    """Hub variables set from a Secret (no literal value) still give the container the hub."""
+    out = []
+    for e in as_list(c.spec.get("env")):
+        name = get(e, "name")
+        if isinstance(name, str) and name.startswith(HUB_ENV_PREFIXES) and get(e, "value") is None:
+            out.append(name)
+    return out
+
+
+def _reads_datasets(c: Container, datasets: str) -> list[str]:
+    reasons: list[str] = []
+    for var, value in env_values(c).items():
+        if var == DATASETS_ENV or (isinstance(value, str) and _mentions_bucket(value, datasets)):
+            reasons.append(f"env {var}")
+    if any(_mentions_bucket(t, datasets) for t in _texts(c)):
+        reasons.append("its command line")
+    return reasons
+
+
+def _datasets_bucket_problems(r: Resource, datasets: str) -> list[str]:
+    problems: list[str] = []
+    ann = annotations_of(r)
+    replication = ann.get(REPLICATION_ANNOTATION)
+    if replication is None:
+        problems.append(f"does not declare {REPLICATION_ANNOTATION}: none")
+    elif replication is not UNKNOWN and replication != "none":
+        problems.append(f"replicates to {replication!r} ({REPLICATION_ANNOTATION})")
+    for _tmpl, c in workload_containers(r):
+        for text in _texts(c):
+            for line in re.split(r"[\n;]|&&", text):
+                if _mentions_bucket(line, datasets) and any(p.search(line) for p in _EXPORTING_COMMANDS):
+                    problems.append(f"{c.label} runs {line.strip()!r}, which moves objects to another server")
+    if is_kind(r, "objectbucket.io", "ObjectBucketClaim"):
+        policy = get(r.props, "spec", "additionalConfig", "replicationPolicy")
+        if policy not in (None, "", UNKNOWN):
+            problems.append("asks for an MCG replication policy (spec.additionalConfig.replicationPolicy)")
+    return problems
+
+
+def _aws_problems(resources: Sequence[Resource], datasets: str) -> list[Violation]:
+    out: list[Violation] = []
+    for r in resources:
+        if r.get("bucket") != datasets:
+            continue
+        if r.type in AWS_REPLICATION_TYPES:
+            out.append(Violation(f"{r.label} replicates the datasets bucket {datasets}", r.urn))
+        elif r.type in AWS_LIFECYCLE_TYPES:
+            for rule in as_list(r.get("rules")):
+                if as_list(get(rule, "transitions")) or as_list(get(rule, "noncurrentVersionTransitions")):
+                    out.append(
+                        Violation(f"{r.label} transitions objects of the datasets bucket {datasets}", r.urn)
+                    )
+                    break
+    return out
+
+
+def check_sovereignty(resources: Sequence[Resource], cfg: SovereigntyConfig) -> list[Violation]:
+    stack = stack_of(resources)
+    if not is_site_stack(stack):
+        raise NotApplicable("data sovereignty is checked on site stacks")
+    try:
+        facts = read_facts(resources)
+    except FactsError as exc:
+        raise NotApplicable(f"site facts unavailable ({exc}); see policy site-facts") from None
+    datasets = facts.buckets[DATASETS]
+    out: list[Violation] = []
+    for r in resources:
+        if is_onsite_bucket(r) and (bucket_purpose(r) == DATASETS or bucket_name(r) == datasets):
+            for p in _datasets_bucket_problems(r, datasets):
+                out.append(
+                    Violation(
+                        f"{r.label} (datasets bucket {datasets} of site {facts.site}) {p}; labelled "
+                        f"data must stay on the site",
+                        r.urn,
+                    )
+                )
+        for _tmpl, c in workload_containers(r):
+            reads = _reads_datasets(c, datasets)
+            if not reads:
+                continue
+            reach = _offsite_reach(c, facts, cfg)
+            if reach:
+                out.append(
+                    Violation(
+                        f"{r.label}: {c.label} can read the datasets bucket {datasets} ({', '.join(reads)}) "
+                        f"and reach outside site {facts.site} ({', '.join(reach)}); labelled data must stay "
+                        "on the site",
+                        r.urn,
+                    )
+                )
+    out += _aws_problems(resources, datasets)
+    return out
