@@ -33,7 +33,7 @@ class ImageRef:
         return self.repository.split("/", 1)[0]
 
 
-def _normalise_repository(name: str) -> str:
+def _split_registry(name: str) -> tuple[str, str]:
     first, _, rest = name.partition("/")
     # The first component is a registry host only if it looks like one (Docker's own rule).
     if rest and ("." in first or ":" in first or first == "localhost"):
@@ -42,8 +42,13 @@ def _normalise_repository(name: str) -> str:
         registry, path = DOCKER_HUB, name
     if registry in ("index.docker.io", "registry-1.docker.io"):
         registry = DOCKER_HUB
+    return registry, path
+
+
+def _normalise_repository(name: str) -> str:
+    registry, path = _split_registry(name)
     if registry == DOCKER_HUB and "/" not in path:
-        path = f"library/{path}"
+        path = f"library/{path}"  # official images: `nginx` is docker.io/library/nginx
     return f"{registry}/{path}"
 
 
@@ -65,12 +70,17 @@ def parse_image(ref: str) -> ImageRef | None:
 
 def registry_allowed(image: ImageRef, allowed: tuple[str, ...]) -> bool:
     for entry in allowed:
-        prefix = _normalise_repository(entry.rstrip("/")) if "/" in entry else entry.lower()
-        # A bare host ("nvcr.io") allows the whole registry; otherwise match whole path components.
+        entry = entry.strip().rstrip("/")
         if "/" not in entry:
-            if image.registry == prefix:
+            # A bare host ("nvcr.io") allows the whole registry.
+            host = entry.lower()
+            if image.registry == (DOCKER_HUB if host in ("index.docker.io", "registry-1.docker.io") else host):
                 return True
-        elif image.repository == prefix or image.repository.startswith(prefix + "/"):
+            continue
+        registry, path = _split_registry(entry)
+        prefix = f"{registry}/{path}"
+        # Match whole path components: docker.io/rancher must not admit docker.io/rancherx.
+        if image.repository == prefix or image.repository.startswith(prefix + "/"):
             return True
     return False
 
