@@ -127,7 +127,7 @@ class ApplianceCluster(pulumi.ComponentResource):
                 f"{name}-install-{node.name}",
                 connection=connection(node),
                 create=_install_script(args, node, False, first.address),
-                environment={"EDGEFM_K3S_TOKEN": token.stdout},
+                environment={"EDGEFM_K3S_TOKEN": pulumi.Output.secret(token.stdout)},
                 triggers=[args.k3s.version, args.k3s.install_script_url, args.k3s.artifact_url or ""],
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[previous]),
             )

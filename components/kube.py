@@ -44,3 +44,22 @@ def meta(
 def selector(site: str, component: str) -> dict[str, str]:
     """The stable subset of labels used in selectors (selectors are immutable on Deployments)."""
     return {"app.kubernetes.io/component": component, SITE_LABEL: site}
+
+
+def ingress_rule(host: str, service: pulumi.Input[str], port: int, path: str = "/") -> k8s.networking.v1.IngressRuleArgs:
+    return k8s.networking.v1.IngressRuleArgs(
+        host=host,
+        http=k8s.networking.v1.HTTPIngressRuleValueArgs(
+            paths=[
+                k8s.networking.v1.HTTPIngressPathArgs(
+                    path=path,
+                    path_type="Prefix",
+                    backend=k8s.networking.v1.IngressBackendArgs(
+                        service=k8s.networking.v1.IngressServiceBackendArgs(
+                            name=service, port=k8s.networking.v1.ServiceBackendPortArgs(number=port)
+                        )
+                    ),
+                )
+            ]
+        ),
+    )

@@ -141,6 +141,8 @@ class HubSpec(Model):
     """`edgefm:hub`: where the model registry and the fleet's telemetry live."""
 
     flavor: Literal["aws", "datacenter"]
+    # The hub's own Kubernetes (telemetry on both flavors, the registry on datacenter).
+    distribution: Literal["k3s", "kubernetes"] = "kubernetes"
     region: Region
     jurisdiction: Jurisdiction
     registry: RegistrySpec

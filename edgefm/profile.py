@@ -154,3 +154,4 @@ class HubProfile(Model):
     minio_image: PinnedImage
     prometheus_chart: ChartRef
     grafana_chart: ChartRef
+    helm_controller_image: PinnedImage
