@@ -7,7 +7,12 @@ from typing import Annotated
 
 import pycountry
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
-from pydantic.alias_generators import to_camel
+
+
+def to_camel(name: str) -> str:
+    """snake_case → camelCase, leaving digits alone (pydantic's own turns `k3s` into `k3S`)."""
+    first, *rest = name.split("_")
+    return first + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 class Model(BaseModel):

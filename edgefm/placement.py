@@ -183,6 +183,15 @@ class ResolvedSite:
     # Dotted profile key → "defaults", "profile:<name>" or "override".
     sources: dict[str, str] = field(default_factory=dict)
 
+    def source_of(self, key: str) -> str:
+        """Where a setting came from: the layer that set it or the nearest enclosing subtree."""
+        parts = key.split(".")
+        for i in range(len(parts), 0, -1):
+            found = self.sources.get(".".join(parts[:i]))
+            if found:
+                return found
+        return "defaults"
+
     def explain(self) -> dict[str, Any]:
         return {
             "stack": self.stack,
@@ -289,7 +298,7 @@ def check_fit(resolved: ResolvedSite) -> list[Problem]:
     problems: list[Problem] = []
 
     def at(key: str, message: str) -> None:
-        problems.append(Problem(stack, f"{key} (from {resolved.sources.get(key, 'defaults')})", message))
+        problems.append(Problem(stack, f"{key} (from {resolved.source_of(key)})", message))
 
     gpus = site.gpu_total
     if gpus == 0:

@@ -183,9 +183,10 @@ def parse_site(stack: str, raw: RawConfig, env: Mapping[str, str] | None = None)
                 Problem(stack, f"{NAMESPACE}:site.name", f"is {site.name!r} but the stack is named for {expected!r}")
             )
         # Credentials are only needed when the program talks to real machines.
-        if render_dir is None and site.cluster.mode == "k3s" and ssh is None:
+        # A key given in plain text was reported above; only an absent key is "missing".
+        if render_dir is None and site.cluster.mode == "k3s" and f"{NAMESPACE}:sshPrivateKey" not in raw:
             problems.append(Problem(stack, f"{NAMESPACE}:sshPrivateKey", "required to bootstrap k3s over SSH"))
-        if render_dir is None and site.cluster.mode == "existing" and kubeconfig is None:
+        if render_dir is None and site.cluster.mode == "existing" and f"{NAMESPACE}:kubeconfig" not in raw:
             problems.append(Problem(stack, f"{NAMESPACE}:kubeconfig", "required for an existing cluster"))
     if problems or site is None:
         raise ConfigError(problems)
@@ -210,13 +211,13 @@ def parse_hub(stack: str, raw: RawConfig, env: Mapping[str, str] | None = None) 
     grafana = _secret(raw, "grafanaAdminPassword", stack, problems)
     render_dir = _render_dir(raw, stack, problems, env)
     if hub is not None:
-        if hub.flavor == "datacenter" and seed is None:
+        if hub.flavor == "datacenter" and f"{NAMESPACE}:credentialSeed" not in raw:
             problems.append(
                 Problem(stack, f"{NAMESPACE}:credentialSeed", "required: per-site registry keys are derived from it")
             )
-        if grafana is None:
+        if f"{NAMESPACE}:grafanaAdminPassword" not in raw:
             problems.append(Problem(stack, f"{NAMESPACE}:grafanaAdminPassword", "required key is missing"))
-        if render_dir is None and kubeconfig is None:
+        if render_dir is None and f"{NAMESPACE}:kubeconfig" not in raw:
             problems.append(Problem(stack, f"{NAMESPACE}:kubeconfig", "required to reach the hub cluster"))
     if problems or hub is None:
         raise ConfigError(problems)
