@@ -1,0 +1,65 @@
+"""Shared Kubernetes conventions: labels every object carries and metadata built from them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+PART_OF = "app.kubernetes.io/part-of"
+SITE_LABEL = "edgefm.io/site"
+SYSTEM_NAMESPACE = "edgefm-system"
+WORKLOAD_NAMESPACE = "edgefm"
+
+
+def labels(site: str, component: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Labels on every object edgefm creates: site and part-of let policies and dashboards find them."""
+    out = {
+        PART_OF: "edgefm",
+        "app.kubernetes.io/managed-by": "pulumi",
+        "app.kubernetes.io/component": component,
+        SITE_LABEL: site,
+    }
+    out.update(extra or {})
+    return out
+
+
+def meta(
+    name: str,
+    site: str,
+    component: str,
+    namespace: pulumi.Input[str] | None = None,
+    extra_labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> k8s.meta.v1.ObjectMetaArgs:
+    return k8s.meta.v1.ObjectMetaArgs(
+        name=name,
+        namespace=namespace,
+        labels=labels(site, component, extra_labels),
+        annotations=dict(annotations) if annotations else None,
+    )
+
+
+def selector(site: str, component: str) -> dict[str, str]:
+    """The stable subset of labels used in selectors (selectors are immutable on Deployments)."""
+    return {"app.kubernetes.io/component": component, SITE_LABEL: site}
+
+
+def ingress_rule(host: str, service: pulumi.Input[str], port: int, path: str = "/") -> k8s.networking.v1.IngressRuleArgs:
+    return k8s.networking.v1.IngressRuleArgs(
+        host=host,
+        http=k8s.networking.v1.HTTPIngressRuleValueArgs(
+            paths=[
+                k8s.networking.v1.HTTPIngressPathArgs(
+                    path=path,
+                    path_type="Prefix",
+                    backend=k8s.networking.v1.IngressBackendArgs(
+                        service=k8s.networking.v1.IngressServiceBackendArgs(
+                            name=service, port=k8s.networking.v1.ServiceBackendPortArgs(number=port)
+                        )
+                    ),
+                )
+            ]
+        ),
+    )

@@ -1,0 +1,124 @@
+"""ModelSync: a CronJob that mirrors the foundation model version the profile names from the hub registry
+into the site's models bucket with the site's read-only credentials, verifying every file's checksum."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.kube import WORKLOAD_NAMESPACE, meta
+from components.site_storage import BucketAccess
+from edgefm.profile import ModelRef, ModelSyncSettings
+
+REGISTRY_SECRET = "hub-registry-read"
+
+
+@dataclass(frozen=True)
+class RegistryAccess:
+    """The hub registry as one site sees it: where it is and the site's read-only key."""
+
+    endpoint: pulumi.Input[str]
+    bucket: pulumi.Input[str]
+    region: pulumi.Input[str]
+    access_key_id: pulumi.Input[str]
+    secret_access_key: pulumi.Input[str]
+
+
+def mirror_prefix(model: ModelRef) -> str:
+    """Where a model lands in the site's models bucket: per pinned version, or one prefix per followed channel."""
+    if model.version is not None:
+        return f"foundation/{model.name}/{model.version}/"
+    return f"foundation/{model.name}/channel-{model.channel}/"
+
+
+@dataclass
+class ModelSyncArgs:
+    site: str
+    model: ModelRef
+    settings: ModelSyncSettings
+    registry: RegistryAccess
+    storage_endpoint: str
+    models_bucket: BucketAccess
+    namespace: pulumi.Input[str] = WORKLOAD_NAMESPACE
+
+
+class ModelSync(pulumi.ComponentResource):
+    prefix: str
+
+    def __init__(self, name: str, args: ModelSyncArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("edgefm:spoke:ModelSync", name, None, opts)
+        site, comp = args.site, "model-sync"
+        self.prefix = mirror_prefix(args.model)
+        child = pulumi.ResourceOptions(parent=self)
+        creds = k8s.core.v1.Secret(
+            f"{name}-registry",
+            metadata=meta(REGISTRY_SECRET, site, comp, args.namespace),
+            string_data={
+                "accessKeyId": pulumi.Output.secret(args.registry.access_key_id),
+                "secretAccessKey": pulumi.Output.secret(args.registry.secret_access_key),
+            },
+            opts=child,
+        )
+        selector = ["--version", args.model.version] if args.model.version else ["--channel", args.model.channel or ""]
+        secret_ref = k8s.core.v1.SecretKeySelectorArgs
+        env = [
+            k8s.core.v1.EnvVarArgs(name="EDGEFM_REGISTRY_ENDPOINT", value=args.registry.endpoint),
+            k8s.core.v1.EnvVarArgs(name="EDGEFM_REGISTRY_BUCKET", value=args.registry.bucket),
+            k8s.core.v1.EnvVarArgs(name="EDGEFM_REGISTRY_REGION", value=args.registry.region),
+            k8s.core.v1.EnvVarArgs(
+                name="EDGEFM_REGISTRY_ACCESS_KEY_ID",
+                value_from=k8s.core.v1.EnvVarSourceArgs(secret_key_ref=secret_ref(name=REGISTRY_SECRET, key="accessKeyId")),
+            ),
+            k8s.core.v1.EnvVarArgs(
+                name="EDGEFM_REGISTRY_SECRET_ACCESS_KEY",
+                value_from=k8s.core.v1.EnvVarSourceArgs(
+                    secret_key_ref=secret_ref(name=REGISTRY_SECRET, key="secretAccessKey")
+                ),
+            ),
+            k8s.core.v1.EnvVarArgs(name="EDGEFM_MIRROR_ENDPOINT", value=args.storage_endpoint),
+            *args.models_bucket.env("EDGEFM_MIRROR"),
+        ]
+        container = k8s.core.v1.ContainerArgs(
+            name="sync",
+            image=args.settings.image,
+            # `models sync` copies only files whose checksum differs, writes the manifest last, then runs
+            # the same verification as `edgefm models verify` and exits non-zero on any difference.
+            args=["models", "sync", args.model.name, *selector, "--to-prefix", self.prefix],
+            env=env,
+            resources=k8s.core.v1.ResourceRequirementsArgs(
+                requests={"cpu": "250m", "memory": "256Mi"}, limits={"cpu": "2", "memory": "1Gi"}
+            ),
+            # Resume journals and checksum scratch go to /tmp; the root filesystem stays read-only.
+            volume_mounts=[k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp")],
+            security_context=k8s.core.v1.SecurityContextArgs(
+                run_as_non_root=True, allow_privilege_escalation=False, read_only_root_filesystem=True
+            ),
+        )
+        job_spec = k8s.batch.v1.JobSpecArgs(
+            backoff_limit=3,
+            # A stalled transfer must not hold the slot past the next run.
+            active_deadline_seconds=3 * 3600,
+            template=k8s.core.v1.PodTemplateSpecArgs(
+                metadata=meta(f"{name}", site, comp),
+                spec=k8s.core.v1.PodSpecArgs(
+                    restart_policy="Never",
+                    volumes=[k8s.core.v1.VolumeArgs(name="tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs())],
+                    containers=[container],
+                ),
+            ),
+        )
+        self.cron_job = k8s.batch.v1.CronJob(
+            name,
+            metadata=meta(name, site, comp, args.namespace, annotations={"edgefm.io/model": f"{args.model.name}"}),
+            spec=k8s.batch.v1.CronJobSpecArgs(
+                schedule=args.settings.schedule,
+                concurrency_policy="Forbid",
+                successful_jobs_history_limit=3,
+                failed_jobs_history_limit=3,
+                job_template=k8s.batch.v1.JobTemplateSpecArgs(metadata=meta(name, site, comp), spec=job_spec),
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[creds]),
+        )
+        self.register_outputs({"prefix": self.prefix, "schedule": args.settings.schedule})

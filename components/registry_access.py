@@ -1,0 +1,33 @@
+"""Per-site registry access shared by both hub flavors: read-only statements and derived credentials."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+READ_ACTIONS = ["s3:GetObject", "s3:GetObjectVersion"]
+LIST_ACTIONS = ["s3:ListBucket", "s3:GetBucketLocation"]
+
+
+@dataclass(frozen=True)
+class SiteCredential:
+    access_key_id: pulumi.Input[str]
+    secret_access_key: pulumi.Output[str]
+
+
+def site_read_statements(bucket_arn: str) -> list[dict[str, Any]]:
+    """Read models and channel pointers; no write, delete or wildcard action anywhere."""
+    return [
+        {"Sid": "ReadModels", "Effect": "Allow", "Action": READ_ACTIONS, "Resource": [f"{bucket_arn}/*"]},
+        {"Sid": "ListRegistry", "Effect": "Allow", "Action": LIST_ACTIONS, "Resource": [bucket_arn]},
+    ]
+
+
+def derive_secret(seed: str, purpose: str, length: int = 40) -> str:
+    """Deterministic per-purpose secret: the hub can re-issue the same keys after a state loss, and
+    rotating the seed rotates every derived key at once."""
+    return hmac.new(seed.encode(), purpose.encode(), hashlib.sha256).hexdigest()[:length]

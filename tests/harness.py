@@ -1,0 +1,203 @@
+"""Runs edgefm programs under Pulumi's runtime mocks and records every registered resource."""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import mocks as pmocks
+from pulumi.runtime.sync_await import _sync_await
+
+from edgefm.placement import ResolvedSite, load_policy, resolve
+from edgefm.stacks import RawConfig, RawValue, SiteStack, parse_hub, parse_site
+
+ROOT = Path(__file__).resolve().parent.parent
+STACKS = ROOT / "stacks"
+PLACEMENT = ROOT / "policies" / "placement.yaml"
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+FAKE_SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nfake-test-key\n-----END OPENSSH PRIVATE KEY-----"
+FAKE_KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters: []\n"
+
+HUB_OUTPUTS: dict[str, Any] = {
+    "registryEndpoint": "https://registry.hub.example.test",
+    "registryBucket": "edgefm-models",
+    "registryRegion": "eu-central-1",
+    "remoteWriteUrl": "https://telemetry.hub.example.test/api/v1/write",
+    "siteCredentials": {
+        s: {"accessKeyId": f"site-{s}", "secretAccessKey": f"registry-secret-for-{s}"}
+        for s in ["bridge-north", "bridge-south", "viaduct-cpu", "harbor-ocp", "example", "new-site"]
+    },
+}
+
+
+@dataclass
+class Recorded:
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    custom: bool
+    parent: str
+    protect: bool
+    retain_on_delete: bool
+    secret_outputs: list[str]
+
+
+@dataclass
+class Run:
+    resources: list[Recorded] = field(default_factory=list)
+    exports: dict[str, Any] = field(default_factory=dict)
+
+    def of_type(self, typ: str) -> list[Recorded]:
+        return [r for r in self.resources if r.type == typ]
+
+    def one(self, typ: str, name_suffix: str = "") -> Recorded:
+        found = [r for r in self.of_type(typ) if r.name.endswith(name_suffix)]
+        assert len(found) == 1, f"expected one {typ} named *{name_suffix}, found {[r.name for r in found]}"
+        return found[0]
+
+    def counts(self) -> Counter[str]:
+        return Counter(r.type for r in self.resources)
+
+    def kinds(self, kind: str) -> list[Recorded]:
+        """Kubernetes objects of one kind, typed or custom (`kubernetes:<group>/<ver>:<Kind>`)."""
+        return [r for r in self.resources if r.type.startswith("kubernetes:") and r.type.rsplit(":", 1)[-1] == kind]
+
+    def k8s_objects(self) -> list[Recorded]:
+        return [r for r in self.resources if r.type.startswith("kubernetes:") and r.type != "pulumi:providers:kubernetes"]
+
+
+def unwrap(value: Any) -> Any:
+    """Strips the mock monitor's secret envelopes, leaving plain values."""
+    if isinstance(value, dict):
+        if value.get("4dabf18193072939515e22adb298388d") == SECRET_SIG:
+            return unwrap(value.get("value"))
+        return {k: unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    return value
+
+
+def is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("4dabf18193072939515e22adb298388d") == SECRET_SIG
+
+
+class _Mocks(pulumi.runtime.Mocks):
+    def __init__(self, run: Run, hub_outputs: Mapping[str, Any]) -> None:
+        self.run = run
+        self.hub_outputs = hub_outputs
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        outputs = dict(args.inputs)
+        if args.typ == "pulumi:pulumi:StackReference":
+            outputs = {"name": args.name, "outputs": dict(self.hub_outputs), "secretOutputNames": ["siteCredentials"]}
+        elif args.typ == "command:local:Command":
+            outputs["stdout"] = "0f" * 16
+        elif args.typ == "command:remote:Command":
+            outputs["stdout"] = (
+                "apiVersion: v1\nclusters:\n- cluster:\n    server: https://127.0.0.1:6443\n" if "kubeconfig" in args.name else "K10token::server:abc"
+            )
+        elif args.typ == "aws:iam/accessKey:AccessKey":
+            outputs["secret"] = f"aws-secret-{args.name}"
+        elif args.typ in ("aws:s3/bucket:Bucket", "aws:kms/key:Key"):
+            outputs["arn"] = f"arn:aws:{args.typ.split(':')[1].split('/')[0]}:::{args.inputs.get('bucket', args.name)}"
+            outputs.setdefault("bucket", args.inputs.get("bucket", args.name))
+            outputs["keyId"] = f"key-{args.name}"
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        return {}, None
+
+
+class _Monitor(pmocks.MockMonitor):  # type: ignore[misc]
+    def __init__(self, mocks: _Mocks) -> None:
+        super().__init__(mocks)
+        self._run = mocks.run
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        from google.protobuf import json_format
+
+        inputs = json_format.MessageToDict(request.object)
+        self._run.resources.append(
+            Recorded(
+                type=request.type,
+                name=request.name,
+                inputs=inputs,
+                custom=request.custom,
+                parent=request.parent,
+                protect=request.protect,
+                retain_on_delete=request.retainOnDelete,
+                secret_outputs=list(request.additionalSecretOutputs),
+            )
+        )
+        return super().RegisterResource(request)
+
+
+def run_program(program: Callable[[], Any], stack: str, hub_outputs: Mapping[str, Any] = HUB_OUTPUTS) -> Run:
+    """Runs `program` under mocks and waits until every registration and output has settled."""
+    run = Run()
+    mocks = _Mocks(run, hub_outputs)
+    pulumi.runtime.set_mocks(mocks, project="edgefm", stack=stack, preview=False, monitor=_Monitor(mocks))
+    pulumi.runtime.settings.SETTINGS.rpc_manager.clear()  # type: ignore[attr-defined]
+
+    def body() -> None:
+        program()
+
+    _sync_await(pulumi.runtime.stack.run_pulumi_func(body))
+    return run
+
+
+def raw_from_file(path: Path, overrides: Mapping[str, Any] | None = None) -> RawConfig:
+    """A stack file's config as the engine would hand it over, with test stand-ins for encrypted values."""
+    doc = yaml.safe_load(path.read_text())
+    raw: dict[str, RawValue] = {}
+    for key, value in (doc.get("config") or {}).items():
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            fake = FAKE_KUBECONFIG if key.endswith("kubeconfig") else FAKE_SSH_KEY if "ssh" in key.lower() else f"test-{key}"
+            raw[key] = RawValue(fake, secret=True)
+        else:
+            raw[key] = RawValue(copy.deepcopy(value), secret=False)
+    for key, value in (overrides or {}).items():
+        raw[key] = value if isinstance(value, RawValue) else RawValue(value, secret=False)
+    return raw
+
+
+def site_from_file(path: Path, env: Mapping[str, str] | None = None) -> tuple[SiteStack, ResolvedSite]:
+    stack = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+    parsed = parse_site(stack, raw_from_file(path), env or {})
+    return parsed, resolve(stack, parsed.site, load_policy(PLACEMENT))
+
+
+def run_site_file(path: Path, render_dir: str | None = None) -> Run:
+    from edgefm.program import build_site
+
+    env = {"EDGEFM_RENDER_ROOT": render_dir} if render_dir else {}
+    parsed, resolved = site_from_file(path, env)
+
+    def program() -> None:
+        build_site(parsed, resolved, pulumi.StackReference("organization/edgefm/hub"))
+
+    return run_program(program, parsed.stack)
+
+
+def run_hub_file(path: Path, sites: list[str], overrides: Mapping[str, Any] | None = None) -> Run:
+    from edgefm.program import build_hub
+
+    parsed = parse_hub("hub", raw_from_file(path, overrides), {})
+    policy = load_policy(PLACEMENT)
+    return run_program(lambda: build_hub(parsed, policy, sites), "hub")
+
+
+def iter_containers(obj: Recorded) -> Iterator[dict[str, Any]]:
+    """Every container spec in a Deployment, Job or CronJob's pod template."""
+    spec = obj.inputs.get("spec", {})
+    if "jobTemplate" in spec:
+        spec = spec["jobTemplate"]["spec"]
+    pod = spec.get("template", {}).get("spec", {})
+    yield from pod.get("initContainers", [])
+    yield from pod.get("containers", [])
