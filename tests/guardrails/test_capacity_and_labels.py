@@ -31,17 +31,17 @@ def test_workloads_over_capacity_name_each_consumer() -> None:
     assert len(found) == 1
     assert found[0].message == (
         "site bridge-north: workloads request 5 GPUs (Deployment 'triton' in namespace edgefm 3x1, "
-        "Job 'finetune-3f2a' in namespace edgefm 1x2) but the appliance has 3 GPUs = 3"
+        "Job 'finetune-3f2a' in namespace edgefm 1x2) but the appliance has 3 schedulable GPUs"
     )
     assert found[0].urn == t.urn
 
 
-def test_time_slicing_multiplies_capacity() -> None:
-    # bridge-south: 3 L4s time-sliced four ways = 12 schedulable GPUs.
-    sliced = facts(gpuSlicesPerGpu=4)
+def test_time_slicing_capacity_comes_from_the_facts() -> None:
+    # bridge-south: 3 L4s time-sliced four ways = 12 schedulable GPUs, as the program publishes them.
+    sliced = facts(gpuCapacity=12, physicalGpus=3)
     assert check_gpu_capacity([sliced, triton(12)], CFG) == []
     found = check_gpu_capacity([sliced, triton(13)], CFG)
-    assert "3 GPUs x 4 slices each = 12" in found[0].message
+    assert "the appliance has 12 schedulable GPUs (3 physical, shared)" in found[0].message
 
 
 def test_daemonsets_count_once_per_node() -> None:
@@ -75,8 +75,8 @@ def test_unknown_replicas_are_not_counted_during_preview() -> None:
 
 
 def test_cpu_only_site_with_a_gpu_workload() -> None:
-    found = check_gpu_capacity([facts(gpuCapacity=0), triton(1)], CFG)
-    assert "request 1 GPUs" in found[0].message and "has 0 GPUs" in found[0].message
+    found = check_gpu_capacity([facts(gpuCapacity=0, physicalGpus=0), triton(1)], CFG)
+    assert "request 1 GPUs" in found[0].message and found[0].message.endswith("has 0 schedulable GPUs")
 
 
 def test_capacity_is_a_site_check() -> None:

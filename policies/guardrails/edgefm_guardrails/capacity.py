@@ -103,14 +103,15 @@ def check_gpu_capacity(resources: Sequence[Resource], cfg: CapacityConfig) -> li
         raise NotApplicable(f"site facts unavailable ({exc}); see policy site-facts") from None
     demands, _unknown = gpu_demands(resources, cfg.nodes_per_site)
     wanted = sum(d.total for d in demands)
-    capacity = facts.schedulable_gpus
+    capacity = facts.gpu_capacity
     if wanted <= capacity:
         return []
-    slices = f" x {facts.gpu_slices_per_gpu} slices each" if facts.gpu_slices_per_gpu > 1 else ""
+    physical = facts.physical_gpus
+    slices = f" ({physical} physical, shared)" if physical is not None and physical != capacity else ""
     detail = ", ".join(d.describe() for d in sorted(demands, key=lambda d: -d.total))
     message = (
         f"site {facts.site}: workloads request {wanted} GPUs ({detail}) but the appliance has "
-        f"{facts.gpu_capacity} GPUs{slices} = {capacity}"
+        f"{capacity} schedulable GPUs{slices}"
     )
     # Attach to the largest consumer so the preview shows it beside a resource that has to shrink.
     largest = max(demands, key=lambda d: d.total)

@@ -49,7 +49,7 @@ from edgefm_guardrails.kubernetes import check_external_services, check_privileg
 from edgefm_guardrails.labels import check_labels
 from edgefm_guardrails.model import UNKNOWN, NotApplicable, Resource, Violation
 from edgefm_guardrails.sovereignty import check_sovereignty
-from edgefm_guardrails.storage import check_aws_buckets, check_onsite_bucket, check_tls_endpoints
+from edgefm_guardrails.storage import check_aws_buckets, check_onsite_buckets, check_tls_endpoints
 
 PACK_NAME: Final = "edgefm-guardrails"
 _SENTINELS: Final = frozenset(
@@ -207,12 +207,12 @@ def guardrails() -> list[Guardrail]:
         resource_policy(
             "storage-onsite-bucket-hardening",
             "On-site buckets (MinIO Jobs, ObjectBucketClaims): private, encrypted, registry versioned.",
-            check_onsite_bucket,
+            check_onsite_buckets,
             StorageConfig,
         ),
         resource_policy(
             "storage-tls-only",
-            "Workloads and site facts reach object storage over https only.",
+            "Object storage is reached over https only (workload endpoints, site facts, Ingresses).",
             lambda r, _cfg: check_tls_endpoints(r),
             NoSettings,
         ),

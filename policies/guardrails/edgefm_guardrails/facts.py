@@ -7,6 +7,7 @@ per site stack so the pack never has to re-derive placement.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,17 +38,14 @@ class SiteFacts:
     site: str
     region: str
     jurisdiction: str
+    # Schedulable `nvidia.com/gpu` units: physical GPUs times time-slicing replicas or MIG instances.
     gpu_capacity: int
     allow_external_services: bool
     storage_endpoint: str
     buckets: Mapping[str, str] = field(default_factory=dict)
-    # Schedulable `nvidia.com/gpu` units per physical GPU (time-slicing replicas or MIG instances).
-    gpu_slices_per_gpu: int = 1
+    physical_gpus: int | None = None
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
     urn: str | None = None
-
-    @property
-    def schedulable_gpus(self) -> int:
-        return self.gpu_capacity * self.gpu_slices_per_gpu
 
     @property
     def storage_host(self) -> str:
@@ -60,10 +58,11 @@ class FactsError(ValueError):
 
 def find_facts_resource(resources: Sequence[Resource]) -> Resource | None:
     for r in resources:
+        # The namespace may be another resource's output, unknown while that namespace is being created.
         if (
             is_kind(r, "core", "ConfigMap")
             and get(r.props, "metadata", "name") == FACTS_NAME
-            and get(r.props, "metadata", "namespace") == FACTS_NAMESPACE
+            and get(r.props, "metadata", "namespace") in (FACTS_NAMESPACE, UNKNOWN)
         ):
             return r
     return None
@@ -96,9 +95,16 @@ def parse_facts(doc: Mapping[str, Any], urn: str | None = None) -> SiteFacts:
                 buckets[purpose] = name
             else:
                 problems.append(f"buckets.{purpose} must name a bucket, got {name!r}")
-    slices = doc.get("gpuSlicesPerGpu", 1)
-    if not isinstance(slices, int) or isinstance(slices, bool) or slices < 1:
-        problems.append(f"gpuSlicesPerGpu must be a positive integer, got {slices!r}")
+    physical = doc.get("physicalGpus")
+    if physical is not None and (not isinstance(physical, int) or isinstance(physical, bool) or physical < 0):
+        problems.append(f"physicalGpus must be a non-negative integer, got {physical!r}")
+        physical = None
+    network = None
+    if doc.get("network") is not None:
+        try:
+            network = ipaddress.ip_network(str(doc["network"]), strict=False)
+        except ValueError:
+            problems.append(f"network must be a CIDR block, got {doc['network']!r}")
     if isinstance(gpus, int) and gpus < 0:
         problems.append(f"gpuCapacity must not be negative, got {gpus}")
     if problems:
@@ -111,7 +117,8 @@ def parse_facts(doc: Mapping[str, Any], urn: str | None = None) -> SiteFacts:
         allow_external_services=allow,
         storage_endpoint=endpoint,
         buckets=buckets,
-        gpu_slices_per_gpu=slices,
+        physical_gpus=physical,
+        network=network,
         urn=urn,
     )
 

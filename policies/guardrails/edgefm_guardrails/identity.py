@@ -5,8 +5,10 @@ Identities checked:
   * AWS flavor: IAM users tagged `edgefm.io/site=<site>` (not `hub`), through their inline UserPolicies,
     managed Policies attached with UserPolicyAttachment/PolicyAttachment, and AWS-managed policy ARNs
     (whose text the pack cannot see, so they are refused);
-  * datacenter flavor: MinIO policy documents kept in the hub's ConfigMaps/Secrets for a site (see
-    `minio_site_documents`).
+  * datacenter flavor: the MinIO chart's `users` whose credentials Secret is labelled
+    `edgefm.io/for-site` (or whose access key is `site-<site>`), through the chart's `policies` or MinIO's
+    built-in policies; and the policy JSON the hub keeps as data for auditors (ConfigMap/Secret whose
+    `policyName` a site user holds, or annotated `edgefm.io/minio-policy-site`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,16 @@ from edgefm_guardrails.iam import (
     load_document,
     statements,
 )
-from edgefm_guardrails.kube import BUCKET_LABEL, SITE_LABEL, annotations_of, is_kind, labels_of
+from edgefm_guardrails.kube import (
+    BUCKET_LABEL,
+    COMPONENT,
+    SITE_LABEL,
+    annotations_of,
+    helm_chart_name,
+    helm_values,
+    is_kind,
+    labels_of,
+)
 from edgefm_guardrails.model import (
     HUB_STACK,
     UNKNOWN,
@@ -38,7 +49,15 @@ from edgefm_guardrails.model import (
     as_mapping,
     get,
 )
-from edgefm_guardrails.storage import BUCKET_TYPES, REGISTRY_PURPOSE, bucket_name, is_onsite_bucket
+from edgefm_guardrails.storage import (
+    BUCKET_TYPES,
+    MINIO_CHART,
+    REGISTRY_COMPONENT,
+    REGISTRY_PURPOSE,
+    aws_bucket_is_registry,
+    bucket_name,
+    is_onsite_bucket,
+)
 
 USER_TYPE: Final = "aws:iam/user:User"
 USER_POLICY_TYPE: Final = "aws:iam/userPolicy:UserPolicy"
@@ -64,13 +83,16 @@ def registry_buckets(resources: Sequence[Resource], cfg: IdentityConfig) -> set[
     for r in resources:
         if r.stack != HUB_STACK:
             continue
-        name: Any = None
-        if r.type in BUCKET_TYPES and as_mapping(r.get("tags")).get(BUCKET_LABEL) == REGISTRY_PURPOSE:
-            name = r.get("bucket")
+        found: list[Any] = []
+        if r.type in BUCKET_TYPES and aws_bucket_is_registry(r):
+            found.append(r.get("bucket"))
         elif is_onsite_bucket(r) and labels_of(r).get(BUCKET_LABEL) == REGISTRY_PURPOSE:
-            name = bucket_name(r)
-        if isinstance(name, str):
-            names.add(name)
+            found.append(bucket_name(r))
+        elif helm_chart_name(r) == MINIO_CHART and labels_of(r).get(COMPONENT) == REGISTRY_COMPONENT:
+            found += [
+                get(b, "name") for _w, values in helm_values(r) for b in as_list(get(values, "buckets"))
+            ]
+        names.update(n for n in found if isinstance(n, str))
     return names
 
 
@@ -175,26 +197,123 @@ def aws_site_documents(resources: Sequence[Resource]) -> tuple[list[Document], l
     return docs, unverifiable
 
 
-def minio_site_documents(resources: Sequence[Resource]) -> list[Document]:
-    """MinIO policies for sites: every JSON value with a `Statement` list in a ConfigMap or Secret
-    annotated `edgefm.io/minio-policy-site: <site>` (data, stringData; binaryData is not inspected)."""
+_ANY_BUCKET: Final = "arn:aws:s3:::*"
+# MinIO's built-in policies, as MinIO defines them; a site user holding any but readonly can write.
+MINIO_BUILTIN_POLICIES: Final[dict[str, list[dict[str, Any]]]] = {
+    "readonly": [
+        {"Effect": "Allow", "Action": ["s3:GetBucketLocation", "s3:GetObject"], "Resource": [_ANY_BUCKET]}
+    ],
+    "writeonly": [{"Effect": "Allow", "Action": ["s3:PutObject"], "Resource": [_ANY_BUCKET]}],
+    "readwrite": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": [_ANY_BUCKET]}],
+    "consoleAdmin": [
+        {"Effect": "Allow", "Action": ["admin:*"]},
+        {"Effect": "Allow", "Action": ["kms:*"]},
+        {"Effect": "Allow", "Action": ["s3:*"], "Resource": [_ANY_BUCKET]},
+    ],
+}  # fmt: skip
+FOR_SITE_LABEL: Final = "edgefm.io/for-site"
+SITE_ACCESS_KEY_PREFIX: Final = "site-"
+
+
+def _secret_sites(resources: Sequence[Resource]) -> dict[str, str]:
+    """Secret name → site, for the per-site credential Secrets (labelled edgefm.io/for-site)."""
+    out: dict[str, str] = {}
+    for r in resources:
+        site = labels_of(r).get(FOR_SITE_LABEL)
+        name = get(r.props, "metadata", "name")
+        if is_kind(r, "core", "Secret") and isinstance(site, str) and isinstance(name, str):
+            out[name] = site
+    return out
+
+
+def _chart_statement(st: Any) -> dict[str, Any]:
+    """A MinIO chart `policies[].statements[]` entry in IAM form."""
+    doc: dict[str, Any] = {
+        "Effect": str(get(st, "effect") or "Allow"),
+        "Action": as_list(get(st, "actions")),
+        "Resource": as_list(get(st, "resources")),
+    }
+    if get(st, "conditions") is not None:
+        doc["Condition"] = get(st, "conditions")
+    return doc
+
+
+def minio_chart_site_documents(
+    resources: Sequence[Resource],
+) -> tuple[list[Document], list[Violation], dict[str, set[str]]]:
+    """Policies the MinIO chart gives site users (`users[].policy` → `policies[]` or a built-in).
+
+    Returns the documents, users whose policy cannot be seen, and policy name → sites holding it.
+    """
+    secret_sites = _secret_sites(resources)
+    docs: list[Document] = []
+    out: list[Violation] = []
+    held: dict[str, set[str]] = {}
+    for r in resources:
+        if helm_chart_name(r) != MINIO_CHART:
+            continue
+        for where, values in helm_values(r):
+            policies = {
+                get(p, "name"): as_list(get(p, "statements")) for p in as_list(get(values, "policies"))
+            }
+            for user in as_list(get(values, "users")):
+                key = get(user, "accessKey")
+                site = secret_sites.get(str(get(user, "existingSecret")))
+                if site is None and isinstance(key, str) and key.startswith(SITE_ACCESS_KEY_PREFIX):
+                    site = key.removeprefix(SITE_ACCESS_KEY_PREFIX)
+                if site is None or site == HUB_STACK:
+                    continue
+                for name in str(get(user, "policy") or "").split(","):
+                    name = name.strip()
+                    held.setdefault(name, set()).add(site)
+                    shown = f"{r.label}: {where} user {key} holds policy {name!r}"
+                    if name in policies:
+                        body = {"Statement": [_chart_statement(st) for st in policies[name]]}
+                        docs.append(Document(site, r, shown, body))
+                    elif name in MINIO_BUILTIN_POLICIES:
+                        docs.append(
+                            Document(
+                                site,
+                                r,
+                                f"{shown} (MinIO built-in)",
+                                {"Statement": MINIO_BUILTIN_POLICIES[name]},
+                            )
+                        )
+                    else:
+                        out.append(
+                            Violation(
+                                f"site {site}'s identity: {shown}, which the stack does not define, "
+                                "so the pack cannot show it is read-only",
+                                r.urn,
+                            )
+                        )
+    return docs, out, held
+
+
+def minio_policy_documents(resources: Sequence[Resource], held: Mapping[str, set[str]]) -> list[Document]:
+    """MinIO policy JSON kept as data: in a ConfigMap/Secret annotated `edgefm.io/minio-policy-site: <site>`,
+    or one whose `policyName` key names a policy the MinIO chart gives site users."""
     docs: list[Document] = []
     for r in resources:
         if not (is_kind(r, "core", "ConfigMap") or is_kind(r, "core", "Secret")):
             continue
-        site = annotations_of(r).get(MINIO_POLICY_SITE_ANNOTATION)
-        if not isinstance(site, str) or not site or site == HUB_STACK:
-            continue
+        annotated = annotations_of(r).get(MINIO_POLICY_SITE_ANNOTATION)
         for field_name in ("data", "stringData"):
             data = get(r.props, field_name)
             if data is UNKNOWN:
-                docs.append(Document(site, r, f"{r.label} {field_name}", UNKNOWN))
                 continue
-            for key, value in as_mapping(data).items():
-                if field_name == "data" and is_kind(r, "core", "Secret") and isinstance(value, str):
-                    value = _b64_text(value)
+            entries = dict(as_mapping(data))
+            if field_name == "data" and is_kind(r, "core", "Secret"):
+                entries = {k: _b64_text(v) if isinstance(v, str) else v for k, v in entries.items()}
+            named = held.get(str(entries.get("policyName")), set())
+            sites = sorted(
+                named | ({annotated} if isinstance(annotated, str) and annotated != HUB_STACK else set())
+            )
+            if not sites:
+                continue
+            for key, value in entries.items():
                 if isinstance(value, str) and '"Statement"' in value:
-                    docs.append(Document(site, r, f"{r.label} {field_name}.{key}", value))
+                    docs.append(Document(", ".join(sites), r, f"{r.label} {field_name}.{key}", value))
     return docs
 
 
@@ -207,7 +326,9 @@ def _b64_text(value: str) -> str:
 
 def check_site_identities(resources: Sequence[Resource], cfg: IdentityConfig) -> list[Violation]:
     aws_docs, out = aws_site_documents(resources)
-    docs = aws_docs + minio_site_documents(resources)
+    chart_docs, unseen, held = minio_chart_site_documents(resources)
+    docs = aws_docs + chart_docs + minio_policy_documents(resources, held)
+    out += unseen
     if not docs and not out:
         raise NotApplicable("no site identities in this stack")
     registry = registry_buckets(resources, cfg)

@@ -8,13 +8,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-import yaml
-
 from edgefm_guardrails.config import ImagesConfig
-from edgefm_guardrails.kube import kube_type, workload_containers
-from edgefm_guardrails.model import UNKNOWN, Resource, Violation, get
+from edgefm_guardrails.kube import helm_values, workload_containers
+from edgefm_guardrails.model import UNKNOWN, Resource, Violation
 
 DOCKER_HUB: Final = "docker.io"
+DOCKER_HUB_ALIASES: Final = ("index.docker.io", "registry-1.docker.io")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 
@@ -40,7 +39,7 @@ def _split_registry(name: str) -> tuple[str, str]:
         registry, path = first.lower(), rest
     else:
         registry, path = DOCKER_HUB, name
-    if registry in ("index.docker.io", "registry-1.docker.io"):
+    if registry in DOCKER_HUB_ALIASES:
         registry = DOCKER_HUB
     return registry, path
 
@@ -74,7 +73,9 @@ def registry_allowed(image: ImageRef, allowed: tuple[str, ...]) -> bool:
         if "/" not in entry:
             # A bare host ("nvcr.io") allows the whole registry.
             host = entry.lower()
-            if image.registry == (DOCKER_HUB if host in ("index.docker.io", "registry-1.docker.io") else host):
+            if host in DOCKER_HUB_ALIASES:
+                host = DOCKER_HUB
+            if image.registry == host:
                 return True
             continue
         registry, path = _split_registry(entry)
@@ -159,19 +160,6 @@ def helm_value_images(values: Any) -> Iterator[tuple[str, str, bool]]:
     yield from walk(values, "")
 
 
-def _helm_values(r: Resource) -> Iterator[tuple[str, Any]]:
-    t = kube_type(r.type)
-    if t is not None and t.group == "helm.cattle.io" and t.kind == "HelmChart":
-        content = get(r.props, "spec", "valuesContent")
-        if isinstance(content, str) and content.strip():
-            try:
-                yield "spec.valuesContent", yaml.safe_load(content)
-            except yaml.YAMLError:
-                return
-    elif r.type == "kubernetes:helm.sh/v3:Release":
-        yield "values", get(r.props, "values")
-
-
 def check_images(r: Resource, cfg: ImagesConfig) -> list[Violation]:
     out: list[Violation] = []
     for _tmpl, c in workload_containers(r):
@@ -182,7 +170,7 @@ def check_images(r: Resource, cfg: ImagesConfig) -> list[Violation]:
             out.append(Violation(f"{r.label}: {c.label} declares no image", r.urn))
             continue
         out += [Violation(f"{r.label}: {c.label}: {p}", r.urn) for p in image_problems(image, cfg)]
-    for where, values in _helm_values(r):
+    for where, values in helm_values(r):
         for path, ref, tag_given in helm_value_images(values):
             problems = image_problems(ref, cfg, tag_required=tag_given)
             out += [Violation(f"{r.label}: {where} {path}: {p}", r.urn) for p in problems]

@@ -7,6 +7,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+import yaml
+
 from edgefm_guardrails.model import UNKNOWN, Resource, as_list, as_mapping, get
 
 PART_OF: Final = "app.kubernetes.io/part-of"
@@ -157,3 +159,26 @@ def env_values(c: Container) -> dict[str, Any]:
         if isinstance(name, str) and "value" in e:
             out[name] = e["value"]
     return out
+
+
+def helm_values(r: Resource) -> Iterator[tuple[str, Any]]:
+    """(where, values) of a Helm install: HelmChart valuesContent (YAML text) or a helm Release's values."""
+    t = kube_type(r.type)
+    if t is not None and t.group == "helm.cattle.io" and t.kind == "HelmChart":
+        content = get(r.props, "spec", "valuesContent")
+        if isinstance(content, str) and content.strip():
+            try:
+                yield "spec.valuesContent", yaml.safe_load(content)
+            except yaml.YAMLError:
+                return
+    elif r.type == "kubernetes:helm.sh/v3:Release":
+        yield "values", get(r.props, "values")
+
+
+def helm_chart_name(r: Resource) -> Any:
+    t = kube_type(r.type)
+    if t is not None and t.group == "helm.cattle.io" and t.kind == "HelmChart":
+        return get(r.props, "spec", "chart")
+    if r.type == "kubernetes:helm.sh/v3:Release":
+        return get(r.props, "chart")
+    return None

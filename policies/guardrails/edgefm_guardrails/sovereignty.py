@@ -13,6 +13,7 @@ Checked on site stacks, against the site facts:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterator, Sequence
 from typing import Final
@@ -78,6 +79,12 @@ def is_site_local(url: str, facts: SiteFacts, cfg: SovereigntyConfig) -> bool:
         return True
     if "." not in host and ":" not in host:
         return True  # a bare Service name resolves inside the pod's namespace
+    if facts.network is not None:
+        try:
+            if ipaddress.ip_address(host) in facts.network:
+                return True  # an address on the site's own network
+        except ValueError:
+            pass
     return any(host.endswith(suffix.lower()) for suffix in cfg.cluster_local_suffixes)
 
 

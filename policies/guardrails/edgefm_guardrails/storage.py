@@ -29,8 +29,11 @@ from edgefm_guardrails.iam import (
 )
 from edgefm_guardrails.kube import (
     BUCKET_LABEL,
+    COMPONENT,
     annotations_of,
     env_values,
+    helm_chart_name,
+    helm_values,
     is_kind,
     labels_of,
     workload_containers,
@@ -75,6 +78,11 @@ PUBLIC_ANNOTATION: Final = "edgefm.io/bucket-public"
 REPLICATION_ANNOTATION: Final = "edgefm.io/bucket-replication"
 ENCRYPTED_VALUES: Final = frozenset({"sse-s3", "sse-kms"})
 REGISTRY_PURPOSE: Final = "models"
+REGISTRY_COMPONENT: Final = "model-registry"
+EDGEFM_COMPONENT_TAG: Final = "edgefm.io/component"
+MINIO_CHART: Final = "minio"
+# MinIO chart bucket policies other than "none" grant anonymous access.
+MINIO_PRIVATE_POLICY: Final = "none"
 
 
 # --- AWS --------------------------------------------------------------------------------------------
@@ -100,12 +108,15 @@ def companions(bucket: Resource, resources: Sequence[Resource], types: tuple[str
     return out
 
 
-def aws_bucket_is_registry(bucket: Resource, cfg: StorageConfig) -> bool:
+def aws_bucket_is_registry(bucket: Resource, cfg: StorageConfig | None = None) -> bool:
+    """The hub's registry bucket: tagged as the model-registry component (or purpose models), or named."""
     name = _bucket_name(bucket)
     tags = as_mapping(bucket.props.get("tags"))
-    return (isinstance(name, str) and name in cfg.registry_buckets) or (
-        bucket.stack == HUB_STACK and tags.get(BUCKET_LABEL) == REGISTRY_PURPOSE
+    named = cfg is not None and isinstance(name, str) and name in cfg.registry_buckets
+    tagged = (
+        tags.get(BUCKET_LABEL) == REGISTRY_PURPOSE or tags.get(EDGEFM_COMPONENT_TAG) == REGISTRY_COMPONENT
     )
+    return named or (bucket.stack == HUB_STACK and tagged)
 
 
 def denies_insecure_transport(st: Statement) -> bool:
@@ -295,6 +306,60 @@ def check_onsite_bucket(r: Resource, cfg: StorageConfig) -> list[Violation]:
     return out
 
 
+def is_registry_chart(r: Resource, cfg: StorageConfig) -> bool:
+    """The hub's in-cluster registry: a MinIO chart of the model-registry component in the hub stack."""
+    return r.stack == HUB_STACK and labels_of(r).get(COMPONENT) == REGISTRY_COMPONENT
+
+
+def check_minio_chart_buckets(r: Resource, cfg: StorageConfig) -> list[Violation]:
+    """Buckets a MinIO chart creates itself (`buckets:` values): private, encrypted, registry versioned.
+
+    The chart has no encryption switch per bucket; edgefm sets it with `mc encrypt set` in
+    `customCommands`, so a bucket without such a command is not encrypted at rest.
+    """
+    if helm_chart_name(r) != MINIO_CHART:
+        return []
+    out: list[Violation] = []
+    for where, values in helm_values(r):
+        commands = " ".join(
+            str(get(c, "command") or "")
+            for c in as_list(get(values, "customCommands"))
+            if isinstance(c, Mapping)
+        )
+        for bucket in as_list(get(values, "buckets")):
+            name = get(bucket, "name")
+            if not isinstance(name, str):
+                continue
+            shown = f"{r.label}: {where} bucket {name}"
+            policy = get(bucket, "policy")
+            if policy not in (None, MINIO_PRIVATE_POLICY):
+                out.append(
+                    Violation(f"{shown} has anonymous policy {policy!r}; buckets must be private", r.urn)
+                )
+            if not re.search(rf"\bencrypt\s+set\s+sse-(s3|kms)\b[^;]*/{re.escape(name)}\b", commands):
+                out.append(
+                    Violation(
+                        f"{shown} is not encrypted at rest (no `encrypt set sse-s3 .../{name}` "
+                        "custom command)",
+                        r.urn,
+                    )
+                )
+            registry = is_registry_chart(r, cfg) or name in cfg.registry_buckets
+            if registry and get(bucket, "versioning") is not True:
+                out.append(
+                    Violation(
+                        f"{shown} holds the model registry but versioning is "
+                        f"{get(bucket, 'versioning')!r}; registry buckets must be versioned",
+                        r.urn,
+                    )
+                )
+    return out
+
+
+def check_onsite_buckets(r: Resource, cfg: StorageConfig) -> list[Violation]:
+    return check_onsite_bucket(r, cfg) + check_minio_chart_buckets(r, cfg)
+
+
 # --- TLS on S3 endpoints ---------------------------------------------------------------------------------
 
 
@@ -344,6 +409,8 @@ def check_tls_endpoints(r: Resource) -> list[Violation]:
                             r.urn,
                         )
                     )
+    if is_kind(r, "networking.k8s.io", "Ingress"):
+        out += _ingress_tls(r)
     if find_facts_resource([r]) is r:
         raw = get(r.props, "data", FACTS_KEY)
         if isinstance(raw, str):
@@ -360,4 +427,20 @@ def check_tls_endpoints(r: Resource) -> list[Violation]:
                         r.urn,
                     )
                 )
+    return out
+
+
+def _ingress_tls(r: Resource) -> list[Violation]:
+    """The hub's registry and telemetry are reached through Ingresses: each host must be served with TLS."""
+    hosts = [get(rule, "host") for rule in as_list(get(r.props, "spec", "rules"))]
+    tls_hosts: set[Any] = set()
+    for entry in as_list(get(r.props, "spec", "tls")):
+        tls_hosts.update(as_list(get(entry, "hosts")))
+    out: list[Violation] = []
+    plain = [h for h in hosts if h is not UNKNOWN and h not in tls_hosts]
+    if plain:
+        shown = ", ".join(str(h) if h else "<any host>" for h in plain)
+        out.append(Violation(f"{r.label} serves {shown} without TLS (not listed under spec.tls)", r.urn))
+    if annotations_of(r).get("nginx.ingress.kubernetes.io/ssl-redirect") == "false":
+        out.append(Violation(f"{r.label} turns off the HTTPS redirect (ssl-redirect: false)", r.urn))
     return out
