@@ -5,19 +5,33 @@ from edgefm_guardrails.capacity import check_gpu_capacity, gpu_demands, pod_gpus
 from edgefm_guardrails.config import CapacityConfig, LabelsConfig
 from edgefm_guardrails.labels import check_labels
 from edgefm_guardrails.model import UNKNOWN, NotApplicable, Resource
-from guardrail_builders import HUB, container, daemonset, deployment, facts, job, resource, service
+
+from tests.guardrails.guardrail_builders import (
+    HUB,
+    container,
+    daemonset,
+    deployment,
+    facts,
+    job,
+    resource,
+    service,
+)
 
 CFG = CapacityConfig()
 
 
 def triton(replicas: object, gpus: int = 1) -> Resource:
-    return deployment("triton", [container("triton", "nvcr.io/nvidia/tritonserver:25.01-py3", gpus=gpus)],
-                      replicas=replicas)  # fmt: skip
+    return deployment(
+        "triton", [container("triton", "nvcr.io/nvidia/tritonserver:25.01-py3", gpus=gpus)], replicas=replicas
+    )
 
 
 def finetune(gpus: int = 1) -> Resource:
-    return job("finetune-3f2a", [container("train", "ghcr.io/edgefm/vit-finetune:0.1.0", gpus=gpus)],
-               init=[container("verify")])  # fmt: skip
+    return job(
+        "finetune-3f2a",
+        [container("train", "ghcr.io/edgefm/vit-finetune:0.1.0", gpus=gpus)],
+        init=[container("verify")],
+    )
 
 
 def test_workloads_that_fit() -> None:

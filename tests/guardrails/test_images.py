@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 from edgefm_guardrails.config import ImagesConfig
 from edgefm_guardrails.images import check_images, helm_value_images, image_problems, parse_image
-from guardrail_builders import container, deployment, helm_chart, job
+
+from tests.guardrails.guardrail_builders import container, deployment, helm_chart, job
 
 DEFAULT = ImagesConfig()
 
@@ -82,8 +83,11 @@ def test_digest_pins_even_with_a_floating_tag() -> None:
 def test_workload_violation_names_resource_and_container() -> None:
     ok = deployment("triton", [container("triton", "nvcr.io/nvidia/tritonserver:25.01-py3")])
     assert check_images(ok, DEFAULT) == []
-    bad = job("finetune", [container("train", "ghcr.io/edgefm/vit-finetune:latest")],
-              init=[container("verify", "docker.io/library/python:3.12")])  # fmt: skip
+    bad = job(
+        "finetune",
+        [container("train", "ghcr.io/edgefm/vit-finetune:latest")],
+        init=[container("verify", "docker.io/library/python:3.12")],
+    )
     found = check_images(bad, DEFAULT)
     messages = [v.message for v in found]
     assert len(found) == 2
@@ -142,8 +146,12 @@ def test_helm_values_images_in_the_shapes_edgefm_uses() -> None:
 
 def test_helm_chart_values_are_checked() -> None:
     assert check_images(helm_chart("minio", MINIO_VALUES), DEFAULT) == []
-    bad = helm_chart("minio", MINIO_VALUES.replace("quay.io/minio/minio, tag: RELEASE.2024-12-18T13-15-44Z",
-                                                   "docker.io/bitnami/minio, tag: latest"))  # fmt: skip
+    bad = helm_chart(
+        "minio",
+        MINIO_VALUES.replace(
+            "quay.io/minio/minio, tag: RELEASE.2024-12-18T13-15-44Z", "docker.io/bitnami/minio, tag: latest"
+        ),
+    )
     messages = [v.message for v in check_images(bad, DEFAULT)]
     assert any(
         "HelmChart 'minio'" in m and "spec.valuesContent image" in m and "latest" in m for m in messages

@@ -11,7 +11,17 @@ from edgefm_guardrails.kubernetes import (
     parse_quantity,
 )
 from edgefm_guardrails.model import NotApplicable
-from guardrail_builders import HUB, SITE_STACK, container, daemonset, deployment, facts, job, service
+
+from tests.guardrails.guardrail_builders import (
+    HUB,
+    SITE_STACK,
+    container,
+    daemonset,
+    deployment,
+    facts,
+    job,
+    service,
+)
 
 
 @pytest.mark.parametrize(

@@ -5,17 +5,26 @@ import warnings
 from typing import Any
 
 import pytest
+import yaml
 from edgefm_guardrails import storage
 from edgefm_guardrails.config import StorageConfig
 from edgefm_guardrails.model import UNKNOWN, NotApplicable, Resource
-from edgefm_guardrails.storage import check_aws_buckets, check_onsite_bucket, check_tls_endpoints
-from guardrail_builders import (
+from edgefm_guardrails.storage import (
+    check_aws_buckets,
+    check_onsite_bucket,
+    check_onsite_buckets,
+    check_tls_endpoints,
+)
+
+from tests.guardrails.guardrail_builders import (
     HUB,
     SITE_STACK,
     bucket_job,
     container,
     deployment,
     facts,
+    helm_chart,
+    meta,
     object_bucket_claim,
     resource,
 )
@@ -29,10 +38,15 @@ with warnings.catch_warnings():
     SDK_CLASSES = {
         name: getattr(pulumi_aws_s3, name)
         for name in (
-            "Bucket", "BucketV2", "BucketPublicAccessBlock", "BucketServerSideEncryptionConfiguration",
-            "BucketVersioning", "BucketPolicy", "BucketAcl",
+            "Bucket",
+            "BucketV2",
+            "BucketPublicAccessBlock",
+            "BucketServerSideEncryptionConfiguration",
+            "BucketVersioning",
+            "BucketPolicy",
+            "BucketAcl",
         )
-    }  # fmt: skip
+    }
 
 CFG = StorageConfig()
 REGISTRY = "edgefm-models"
@@ -96,15 +110,26 @@ def aws_bucket_set(
     ref: Any = UNKNOWN if by_dependency else name
     deps = {"bucket": [bucket.urn]} if by_dependency else None
     companions = {
-        "pab": (storage.PUBLIC_ACCESS_BLOCK_TYPES[0], {
-            "bucket": ref, "blockPublicAcls": True, "blockPublicPolicy": True, "ignorePublicAcls": True,
-            "restrictPublicBuckets": True}),
-        "sse": (storage.SSE_TYPES[0], {
-            "bucket": ref, "rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms"}}]}),
-        "versioning": (storage.VERSIONING_TYPES[0], {
-            "bucket": ref, "versioningConfiguration": {"status": "Enabled"}}),
+        "pab": (
+            storage.PUBLIC_ACCESS_BLOCK_TYPES[0],
+            {
+                "bucket": ref,
+                "blockPublicAcls": True,
+                "blockPublicPolicy": True,
+                "ignorePublicAcls": True,
+                "restrictPublicBuckets": True,
+            },
+        ),
+        "sse": (
+            storage.SSE_TYPES[0],
+            {"bucket": ref, "rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms"}}]},
+        ),
+        "versioning": (
+            storage.VERSIONING_TYPES[0],
+            {"bucket": ref, "versioningConfiguration": {"status": "Enabled"}},
+        ),
         "policy": (storage.BUCKET_POLICY_TYPES[0], {"bucket": ref, "policy": tls_policy(name)}),
-    }  # fmt: skip
+    }
     out = [bucket]
     for key, (type_, props) in companions.items():
         if key in skip:
@@ -176,11 +201,20 @@ def test_registry_named_in_config_needs_versioning_without_tags() -> None:
 
 
 def test_public_acl_and_public_policy() -> None:
-    public_policy = json.dumps({"Statement": [
-        json.loads(tls_policy(REGISTRY))["Statement"][0],
-        {"Sid": "Everyone", "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "s3:GetObject",
-         "Resource": f"arn:aws:s3:::{REGISTRY}/*"},
-    ]})  # fmt: skip
+    public_policy = json.dumps(
+        {
+            "Statement": [
+                json.loads(tls_policy(REGISTRY))["Statement"][0],
+                {
+                    "Sid": "Everyone",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": "*"},
+                    "Action": "s3:GetObject",
+                    "Resource": f"arn:aws:s3:::{REGISTRY}/*",
+                },
+            ]
+        }
+    )
     found = check_aws_buckets(
         aws_bucket_set(bucket={"acl": "public-read"}, policy={"policy": public_policy}), CFG
     )
@@ -286,3 +320,88 @@ def test_unrelated_urls_are_not_storage_endpoints() -> None:
     d = deployment("x", [container(env={"GRAFANA_URL": "http://grafana", "EDGEFM_LOG_LEVEL": "info"})])
     assert check_tls_endpoints(d) == []
     assert SITE_STACK  # builders default to the site stack
+
+
+# --- buckets a MinIO chart creates (hub, datacenter flavor) ----------------------------------------
+
+
+def registry_chart(
+    bucket: dict[str, Any], commands: list[str] | None = None, component: str = "model-registry"
+) -> Resource:
+    values = {
+        "buckets": [bucket],
+        "customCommands": [
+            {"command": c}
+            for c in (
+                commands
+                if commands is not None
+                else [
+                    f"ilm rule add --noncurrent-expire-days 90 myminio/{REGISTRY}",
+                    f"encrypt set sse-s3 myminio/{REGISTRY}",
+                ]
+            )
+        ],
+    }
+    chart = helm_chart("hub-registry-minio", yaml.safe_dump(values), stack=HUB)
+    chart.props["metadata"]["labels"]["app.kubernetes.io/component"] = component
+    return chart
+
+
+HARDENED = {"name": REGISTRY, "policy": "none", "purge": False, "versioning": True, "objectlocking": False}
+
+
+def test_hub_minio_registry_as_the_program_declares_it() -> None:
+    assert check_onsite_buckets(registry_chart(HARDENED), CFG) == []
+
+
+def test_hub_minio_registry_problems() -> None:
+    chart = registry_chart({**HARDENED, "policy": "download", "versioning": False}, commands=[])
+    where = "HelmChart 'hub-registry-minio' in namespace kube-system: spec.valuesContent bucket edgefm-models"
+    assert messages(check_onsite_buckets(chart, CFG)) == [
+        f"{where} has anonymous policy 'download'; buckets must be private",
+        f"{where} is not encrypted at rest (no `encrypt set sse-s3 .../edgefm-models` custom command)",
+        f"{where} holds the model registry but versioning is False; registry buckets must be versioned",
+    ]
+
+
+def test_encryption_command_must_name_this_bucket() -> None:
+    chart = registry_chart(HARDENED, commands=["encrypt set sse-s3 myminio/edgefm-models-old"])
+    assert len(check_onsite_buckets(chart, CFG)) == 1
+
+
+def test_other_minio_buckets_need_no_versioning() -> None:
+    chart = registry_chart({**HARDENED, "versioning": False}, component="telemetry")
+    assert check_onsite_buckets(chart, CFG) == []
+
+
+# --- Ingress TLS ------------------------------------------------------------------------------------
+
+
+def ingress(tls_hosts: list[str], annotations: dict[str, str] | None = None) -> Resource:
+    props = {
+        "metadata": {**meta("registry", HUB, "model-registry"), "annotations": annotations or {}},
+        "spec": {
+            "ingressClassName": "nginx",
+            "tls": [{"hosts": tls_hosts, "secretName": "edgefm-hub-tls"}],
+            "rules": [{"host": "registry.hub.example.net", "http": {"paths": []}}],
+        },
+    }
+    return resource(HUB, "kubernetes:networking.k8s.io/v1:Ingress", "hub-registry-ingress", props)
+
+
+def test_ingress_with_tls_passes() -> None:
+    assert (
+        check_tls_endpoints(
+            ingress(["registry.hub.example.net"], {"nginx.ingress.kubernetes.io/ssl-redirect": "true"})
+        )
+        == []
+    )
+
+
+def test_ingress_without_tls_for_a_host() -> None:
+    found = messages(check_tls_endpoints(ingress([], {"nginx.ingress.kubernetes.io/ssl-redirect": "false"})))
+    where = "Ingress 'hub-registry-ingress' in namespace edgefm"
+    assert found == [
+        f"{where} serves registry.hub.example.net without TLS (not listed under spec.tls)",
+        f"{where} turns off the HTTPS redirect (ssl-redirect: false)",
+    ]

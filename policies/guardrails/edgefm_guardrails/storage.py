@@ -336,7 +336,9 @@ def check_minio_chart_buckets(r: Resource, cfg: StorageConfig) -> list[Violation
                 out.append(
                     Violation(f"{shown} has anonymous policy {policy!r}; buckets must be private", r.urn)
                 )
-            if not re.search(rf"\bencrypt\s+set\s+sse-(s3|kms)\b[^;]*/{re.escape(name)}\b", commands):
+            if not re.search(
+                rf"\bencrypt\s+set\s+sse-(s3|kms)\b[^;]*/{re.escape(name)}(?![A-Za-z0-9.-])", commands
+            ):
                 out.append(
                     Violation(
                         f"{shown} is not encrypted at rest (no `encrypt set sse-s3 .../{name}` "

@@ -1,0 +1,279 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from edgefm_guardrails.config import SovereigntyConfig
+from edgefm_guardrails.facts import check_site_facts, parse_facts, read_facts
+from edgefm_guardrails.model import NotApplicable, Resource, Violation
+from edgefm_guardrails.sovereignty import check_sovereignty
+
+from tests.guardrails.guardrail_builders import (
+    BUCKETS,
+    ENDPOINT,
+    HUB,
+    HUB_REGISTRY_ENDPOINT,
+    SITE_STACK,
+    bucket_job,
+    container,
+    cronjob,
+    deployment,
+    facts,
+    facts_doc,
+    job,
+    object_bucket_claim,
+    resource,
+)
+
+CFG = SovereigntyConfig()
+DATASETS = BUCKETS["datasets"]
+
+
+def fine_tuning(**env: str) -> Resource:
+    """The fine-tuning Job as components/fine_tuning.py builds it: datasets in, site endpoint only."""
+    storage_env = {
+        "EDGEFM_SITE_S3_ENDPOINT": ENDPOINT,
+        "EDGEFM_DATASETS_BUCKET": DATASETS,
+        "EDGEFM_MODELS_BUCKET": BUCKETS["models"],
+        "EDGEFM_CHECKPOINTS_BUCKET": BUCKETS["checkpoints"],
+        **env,
+    }
+    train = container(
+        "finetune",
+        "ghcr.io/edgefm/vit-finetune:0.1.0",
+        env=storage_env,
+        args=["--dataset-prefix", "labelled/"],
+        gpus=1,
+    )
+    return job("finetune-3f2a", [train])
+
+
+def model_sync() -> Resource:
+    """ModelSync's CronJob: hub registry in, site models bucket out; no datasets."""
+    env = {
+        "EDGEFM_REGISTRY_ENDPOINT": HUB_REGISTRY_ENDPOINT,
+        "EDGEFM_REGISTRY_BUCKET": "edgefm-models",
+        "EDGEFM_MIRROR_ENDPOINT": ENDPOINT,
+        "EDGEFM_MIRROR_BUCKET": BUCKETS["models"],
+    }
+    return cronjob("model-sync", [container("sync", env=env, secret_env=("EDGEFM_REGISTRY_ACCESS_KEY_ID",))])
+
+
+def site(*extra: Resource) -> list[Resource]:
+    buckets = [bucket_job(p) for p in ("datasets", "models", "checkpoints")]
+    return [facts(), *buckets, fine_tuning(), model_sync(), *extra]
+
+
+def only(found: list[Violation]) -> Violation:
+    assert len(found) == 1, [v.message for v in found]
+    return found[0]
+
+
+def test_the_program_shaped_site_keeps_its_data() -> None:
+    assert check_sovereignty(site(), CFG) == []
+
+
+def test_replicating_the_datasets_bucket() -> None:
+    replicated = bucket_job("datasets", annotations={"edgefm.io/bucket-replication": "s3://hub/backup"})
+    v = only(check_sovereignty([facts(), replicated], CFG))
+    assert v.urn == replicated.urn
+    assert v.message == (
+        f"Job 'site-storage-bucket-datasets' in namespace edgefm-system (datasets bucket {DATASETS} of site "
+        "bridge-north) replicates to 's3://hub/backup' (edgefm.io/bucket-replication); labelled data must "
+        "stay on the site"
+    )
+
+
+def test_replication_of_other_buckets_is_not_a_sovereignty_matter() -> None:
+    models = bucket_job("models", annotations={"edgefm.io/bucket-replication": "s3://hub/backup"})
+    assert check_sovereignty([facts(), models], CFG) == []
+
+
+def test_undeclared_replication_on_datasets() -> None:
+    v = only(
+        check_sovereignty(
+            [facts(), bucket_job("datasets", annotations={"edgefm.io/bucket-replication": None})], CFG
+        )
+    )
+    assert "does not declare edgefm.io/bucket-replication: none" in v.message
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        f"mc replicate add site/{DATASETS} --remote-bucket https://k:s@hub.example/backup",
+        f"mc ilm rule add --transition-days 30 --transition-tier HUBTIER site/{DATASETS}",
+        f"mc ilm tier add s3 site HUBTIER --endpoint https://hub.example --bucket {DATASETS}",
+    ],
+)
+def test_provisioning_scripts_that_export_datasets(step: str) -> None:
+    job = bucket_job("datasets", steps=[step])
+    found = check_sovereignty([facts(), job], CFG)
+    # A step that also names the remote server's URL is caught twice: as an export and as off-site reach.
+    assert any(f"runs {step!r}, which moves objects to another server" in v.message for v in found)
+    assert {v.urn for v in found} == {job.urn}
+
+
+def test_expiry_rules_are_fine() -> None:
+    checkpoints = bucket_job(
+        "checkpoints", steps=[f"mc ilm rule add --expire-days 7 site/{BUCKETS['checkpoints']}"]
+    )
+    assert check_sovereignty([facts(), checkpoints], CFG) == []
+
+
+def test_object_bucket_claim_replication_policy() -> None:
+    obc = object_bucket_claim("datasets", additionalConfig={"replicationPolicy": '{"rules":[]}'})
+    assert "MCG replication policy" in only(check_sovereignty([facts(), obc], CFG)).message
+    assert check_sovereignty([facts(), object_bucket_claim("datasets")], CFG) == []
+
+
+def test_a_job_that_reads_datasets_and_has_the_hub() -> None:
+    leaky = fine_tuning(EDGEFM_REGISTRY_ENDPOINT=HUB_REGISTRY_ENDPOINT)
+    v = only(check_sovereignty([facts(), leaky], CFG))
+    assert v.urn == leaky.urn
+    assert v.message == (
+        f"Job 'finetune-3f2a' in namespace edgefm: container 'finetune' can read the datasets bucket "
+        f"{DATASETS} (env EDGEFM_DATASETS_BUCKET) and reach outside site bridge-north "
+        "(env EDGEFM_REGISTRY_ENDPOINT (the hub registry)); labelled data must stay on the site"
+    )
+
+
+def test_hub_credentials_from_a_secret_also_count() -> None:
+    c = container(
+        "sync", env={"EDGEFM_DATASETS_BUCKET": DATASETS}, secret_env=("EDGEFM_REGISTRY_SECRET_ACCESS_KEY",)
+    )
+    assert (
+        "EDGEFM_REGISTRY_SECRET_ACCESS_KEY (the hub registry)"
+        in only(check_sovereignty([facts(), deployment("x", [c])], CFG)).message
+    )
+
+
+def test_a_mirror_script_to_an_off_site_server() -> None:
+    script = f"mc alias set hub https://hub.example.net k s && mc mirror site/{DATASETS} hub/sink"
+    c = container(
+        "mirror", "quay.io/minio/mc:RELEASE.2024-11-21T17-21-54Z", command=["/bin/sh", "-c", script]
+    )
+    v = only(check_sovereignty([facts(), cronjob("exfil", [c])], CFG))
+    assert "(its command line)" in v.message and "argument https://hub.example.net" in v.message
+
+
+def test_off_site_url_in_env() -> None:
+    c = container(
+        "x", env={"SOURCE": f"s3://{DATASETS}/labelled", "MC_HOST_backup": "https://k:s@203.0.113.7:9000"}
+    )
+    v = only(check_sovereignty([facts(), deployment("x", [c])], CFG))
+    assert "env MC_HOST_backup=https://k:s@203.0.113.7:9000" in v.message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        ENDPOINT,
+        "http://minio:9000",
+        "https://s3.openshift-storage.svc:443",
+        "https://minio.edgefm-system.svc.cluster.local:9000",
+        "https://10.20.0.11:9000",  # a node on the site's own network (facts.network)
+        "http://localhost:8080",
+    ],
+)
+def test_site_local_urls_are_not_off_site(url: str) -> None:
+    c = container("x", env={"EDGEFM_DATASETS_BUCKET": DATASETS, "OTHER_ENDPOINT": url})
+    assert check_sovereignty([facts(), deployment("x", [c])], CFG) == []
+
+
+def test_bucket_names_match_whole_names_only() -> None:
+    c = container("x", env={"ARCHIVE": f"{DATASETS}-archive", "TARGET": "https://hub.example.net"})
+    assert check_sovereignty([facts(), deployment("x", [c])], CFG) == []
+
+
+def test_cluster_local_suffixes_are_configurable() -> None:
+    c = container("x", env={"EDGEFM_DATASETS_BUCKET": DATASETS, "T": "https://minio.site.internal"})
+    resources = [facts(), deployment("x", [c])]
+    assert len(check_sovereignty(resources, CFG)) == 1
+    assert (
+        check_sovereignty(
+            resources, SovereigntyConfig.from_config({"clusterLocalSuffixes": [".site.internal"]})
+        )
+        == []
+    )
+
+
+def test_aws_replication_or_transition_of_datasets() -> None:
+    repl = resource(
+        SITE_STACK, "aws:s3/bucketReplicationConfig:BucketReplicationConfig", "r", {"bucket": DATASETS}
+    )
+    life = resource(
+        SITE_STACK,
+        "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+        "l",
+        {"bucket": DATASETS, "rules": [{"transitions": [{"days": 30, "storageClass": "GLACIER"}]}]},
+    )
+    expiry = resource(
+        SITE_STACK,
+        "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+        "e",
+        {"bucket": DATASETS, "rules": [{"expiration": {"days": 30}}]},
+    )
+    found = check_sovereignty([facts(), repl, life, expiry], CFG)
+    assert [v.urn for v in found] == [repl.urn, life.urn]
+
+
+def test_sovereignty_is_a_site_check() -> None:
+    with pytest.raises(NotApplicable):
+        check_sovereignty([resource(HUB, "kubernetes:core/v1:Namespace", "ns", {})], CFG)
+    with pytest.raises(NotApplicable, match="site-facts"):
+        check_sovereignty([fine_tuning()], CFG)
+
+
+# --- site facts -------------------------------------------------------------------------------------
+
+
+def test_facts_parse_what_the_program_publishes() -> None:
+    parsed = read_facts([facts()])
+    assert (
+        parsed.site == "bridge-north" and parsed.gpu_capacity == 3 and parsed.buckets["datasets"] == DATASETS
+    )
+    assert parsed.storage_host == "site-storage-minio.edgefm-system.svc"
+    assert str(parsed.network) == "10.20.0.0/24"
+    assert check_site_facts([facts()]) == []
+
+
+@pytest.mark.parametrize(
+    ("over", "fragment"),
+    [
+        ({"gpuCapacity": "3"}, "gpuCapacity must be int"),
+        ({"gpuCapacity": True}, "gpuCapacity must be int"),
+        ({"allowExternalServices": "no"}, "allowExternalServices must be bool"),
+        ({"buckets": {"datasets": "d", "models": "m"}}, "buckets.checkpoints must name a bucket"),
+        ({"network": "not-a-cidr"}, "network must be a CIDR block"),
+    ],
+)
+def test_bad_facts_are_reported(over: dict[str, Any], fragment: str) -> None:
+    found = check_site_facts([facts(**over)])
+    assert len(found) == 1 and fragment in found[0].message
+    assert found[0].message.startswith("site stack site-bridge-north: ")
+
+
+def test_missing_or_unreadable_facts() -> None:
+    assert "no ConfigMap edgefm-system/edgefm-site-facts" in only(check_site_facts([fine_tuning()])).message
+    assert "is not JSON" in only(check_site_facts([facts(raw="{oops")])).message
+
+
+def test_facts_of_another_site() -> None:
+    v = only(check_site_facts([facts(site="bridge-south")]))
+    assert v.message == (
+        "ConfigMap edgefm-system/edgefm-site-facts names site 'bridge-south', "
+        "but the stack is site-bridge-north"
+    )
+
+
+def test_site_facts_do_not_apply_to_the_hub() -> None:
+    with pytest.raises(NotApplicable):
+        check_site_facts([resource(HUB, "kubernetes:core/v1:Namespace", "ns", {})])
+
+
+def test_parse_facts_collects_every_problem() -> None:
+    doc = facts_doc()
+    del doc["site"], doc["storageEndpoint"]
+    with pytest.raises(ValueError, match=r"site must be str.*storageEndpoint must be str"):
+        parse_facts(doc)
