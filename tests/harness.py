@@ -142,6 +142,8 @@ def run_program(program: Callable[[], Any], stack: str, hub_outputs: Mapping[str
     """Runs `program` under mocks and waits until every registration and output has settled."""
     run = Run()
     mocks = _Mocks(run, hub_outputs)
+    # A fresh root Stack per run: set_mocks keeps the previous one (and its stack name) otherwise.
+    pulumi.runtime.settings.set_root_resource(None)  # type: ignore[arg-type]
     pulumi.runtime.set_mocks(mocks, project="edgefm", stack=stack, preview=False, monitor=_Monitor(mocks))
     pulumi.runtime.settings.SETTINGS.rpc_manager.clear()  # type: ignore[attr-defined]
 
