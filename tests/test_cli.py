@@ -48,8 +48,12 @@ def test_validate_broken_copy_fails_with_field_level_messages(project_copy: Path
     assert "site-bridge-north: edgefm:site.nodes[1].address: value is not a valid IPv4 address" in lines[0] or any(
         "edgefm:site.nodes[1].address" in line for line in lines
     )
-    assert any(line.startswith("site-bridge-north: edgefm:site.jurisdiction: unknown jurisdiction 'ZZ'") for line in lines)
-    assert any(line.startswith("site-bridge-north: edgefm:site.nodes[2]: node n3 has 1 GPUs but no gpuModel") for line in lines)
+    assert any(
+        line.startswith("site-bridge-north: edgefm:site.jurisdiction: unknown jurisdiction 'ZZ'") for line in lines
+    )
+    assert any(
+        line.startswith("site-bridge-north: edgefm:site.nodes[2]: node n3 has 1 GPUs but no gpuModel") for line in lines
+    )
     assert any(line.startswith("site-bridge-north: edgefm:sshPrivateKey: must be a secret") for line in lines)
     assert "Traceback" not in result.stderr
     # Only the named file is checked when one is given; the others still pass.

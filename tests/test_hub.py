@@ -38,14 +38,28 @@ def test_datacenter_graph(datacenter: Run) -> None:
 
 
 def test_datacenter_site_access_is_read_only(datacenter: Run) -> None:
-    policy = json.loads(unwrap(datacenter.one("kubernetes:core/v1:ConfigMap", "-site-policy").inputs)["data"]["policy.json"])
+    policy = json.loads(
+        unwrap(datacenter.one("kubernetes:core/v1:ConfigMap", "-site-policy").inputs)["data"]["policy.json"]
+    )
     actions = {a for s in policy["Statement"] for a in s["Action"]}
     assert actions == set(READ_ACTIONS + LIST_ACTIONS)
     assert all("*" not in a for a in actions)
-    chart = yaml.safe_load(unwrap(datacenter.one("kubernetes:helm.cattle.io/v1:HelmChart", "registry-minio").inputs)["spec"]["valuesContent"])
+    chart = yaml.safe_load(
+        unwrap(datacenter.one("kubernetes:helm.cattle.io/v1:HelmChart", "registry-minio").inputs)["spec"][
+            "valuesContent"
+        ]
+    )
     assert {u["accessKey"] for u in chart["users"]} == {f"site-{s}" for s in SITES}
     assert {u["policy"] for u in chart["users"]} == {"edgefm-site-read"}
-    assert chart["buckets"] == [{"name": "edgefm-models", "policy": "none", "purge": False, "versioning": True, "objectlocking": False}]
+    assert chart["buckets"] == [
+        {
+            "name": "edgefm-models",
+            "policy": "none",
+            "purge": False,
+            "versioning": True,
+            "objectlocking": False,
+        }
+    ]
     site_secrets = [r for r in datacenter.kinds("Secret") if "-site-" in r.name]
     assert len(site_secrets) == len(SITES) and all(is_secret(r.inputs["stringData"]) for r in site_secrets)
 
@@ -72,7 +86,11 @@ def test_grafana_gets_the_fleet_dashboard(datacenter: Run) -> None:
     board = json.loads(dash["data"]["edgefm-fleet.json"])
     exprs = " ".join(t["expr"] for p in board["panels"] for t in p["targets"])
     assert "DCGM_FI_DEV_GPU_UTIL" in exprs and "nv_inference_request_success" in exprs and "by (site)" in exprs
-    prom = yaml.safe_load(unwrap(datacenter.one("kubernetes:helm.cattle.io/v1:HelmChart", "-telemetry-prometheus").inputs)["spec"]["valuesContent"])
+    prom = yaml.safe_load(
+        unwrap(datacenter.one("kubernetes:helm.cattle.io/v1:HelmChart", "-telemetry-prometheus").inputs)["spec"][
+            "valuesContent"
+        ]
+    )
     assert "web.enable-remote-write-receiver" in prom["server"]["extraFlags"]
 
 
@@ -82,7 +100,9 @@ def test_aws_registry_is_hardened(aws_hub: Run) -> None:
     assert unwrap(bucket.inputs)["forceDestroy"] is False
     versioning = unwrap(aws_hub.one("aws:s3/bucketVersioning:BucketVersioning").inputs)
     assert versioning["versioningConfiguration"]["status"] == "Enabled"
-    sse = unwrap(aws_hub.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration").inputs)
+    sse = unwrap(
+        aws_hub.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration").inputs
+    )
     rule = sse["rules"][0]
     assert rule["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "aws:kms" and rule["bucketKeyEnabled"]
     assert unwrap(aws_hub.one("aws:kms/key:Key").inputs)["enableKeyRotation"] is True
