@@ -91,4 +91,6 @@ def namespace(
     if privileged:
         # The GPU operator's driver and toolkit pods need host access; Pod Security must allow it here only.
         extra = {"pod-security.kubernetes.io/enforce": "privileged"}
-    return k8s.core.v1.Namespace(f"{site}-ns-{name}", metadata=meta(name, site, component, extra_labels=extra), opts=opts)
+    return k8s.core.v1.Namespace(
+        f"{site}-ns-{name}", metadata=meta(name, site, component, extra_labels=extra), opts=opts
+    )

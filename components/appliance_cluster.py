@@ -11,6 +11,7 @@ import pulumi_command as command
 import pulumi_kubernetes as k8s
 
 from components.helm_controller import HelmController, HelmControllerArgs
+from components.secrets import secret_output
 from edgefm.profile import K3sSettings
 
 
@@ -96,7 +97,9 @@ class ApplianceCluster(pulumi.ComponentResource):
             )
         self.register_outputs({"kubeconfig": self.kubeconfig})
 
-    def _bootstrap_k3s(self, name: str, args: ApplianceClusterArgs, child: pulumi.ResourceOptions) -> pulumi.Output[str]:
+    def _bootstrap_k3s(
+        self, name: str, args: ApplianceClusterArgs, child: pulumi.ResourceOptions
+    ) -> pulumi.Output[str]:
         if args.ssh_private_key is None:
             raise ValueError(f"{name}: bootstrapping k3s needs an SSH private key")
 
@@ -127,7 +130,7 @@ class ApplianceCluster(pulumi.ComponentResource):
                 f"{name}-install-{node.name}",
                 connection=connection(node),
                 create=_install_script(args, node, False, first.address),
-                environment={"EDGEFM_K3S_TOKEN": pulumi.Output.secret(token.stdout)},
+                environment={"EDGEFM_K3S_TOKEN": secret_output(token.stdout)},
                 triggers=[args.k3s.version, args.k3s.install_script_url, args.k3s.artifact_url or ""],
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[previous]),
             )
@@ -141,4 +144,6 @@ class ApplianceCluster(pulumi.ComponentResource):
         )
         # k3s writes a loopback server address; clients reach the API on the site address instead.
         api = args.api_address
-        return pulumi.Output.secret(raw.stdout.apply(lambda text: text.replace("https://127.0.0.1:6443", f"https://{api}:6443")))
+        return pulumi.Output.secret(
+            raw.stdout.apply(lambda text: text.replace("https://127.0.0.1:6443", f"https://{api}:6443"))
+        )

@@ -116,7 +116,9 @@ class FineTuning(pulumi.ComponentResource):
                         restart_policy="Never",
                         init_containers=[verify],
                         containers=[train],
-                        volumes=[k8s.core.v1.VolumeArgs(name="scratch", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs())],
+                        volumes=[
+                            k8s.core.v1.VolumeArgs(name="scratch", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs())
+                        ],
                     ),
                 ),
             ),

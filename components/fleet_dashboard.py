@@ -13,13 +13,22 @@ PANELS: list[tuple[str, str, str]] = [
     ("Failed inferences/s by site", "sum by (site) (rate(nv_inference_request_failure[5m]))", "reqps"),
     (
         "Mean inference latency by site",
-        "sum by (site) (rate(nv_inference_request_duration_us[5m])) / clamp_min(sum by (site) (rate(nv_inference_count[5m])), 1) / 1000",
+        "sum by (site) (rate(nv_inference_request_duration_us[5m]))"
+        " / clamp_min(sum by (site) (rate(nv_inference_count[5m])), 1) / 1000",
         "ms",
     ),
     ("GPU utilisation by site", "avg by (site) (DCGM_FI_DEV_GPU_UTIL)", "percent"),
     ("GPU memory used by site", "sum by (site) (DCGM_FI_DEV_FB_USED) * 1024 * 1024", "bytes"),
-    ("Node CPU busy by site", "1 - avg by (site) (rate(node_cpu_seconds_total{mode='idle'}[5m]))", "percentunit"),
-    ("Node filesystem free by site", "min by (site) (node_filesystem_avail_bytes / node_filesystem_size_bytes)", "percentunit"),
+    (
+        "Node CPU busy by site",
+        "1 - avg by (site) (rate(node_cpu_seconds_total{mode='idle'}[5m]))",
+        "percentunit",
+    ),
+    (
+        "Node filesystem free by site",
+        "min by (site) (node_filesystem_avail_bytes / node_filesystem_size_bytes)",
+        "percentunit",
+    ),
 ]
 
 

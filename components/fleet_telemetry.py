@@ -15,6 +15,7 @@ from components.addons import helm_chart
 from components.fleet_dashboard import fleet_dashboard_json
 from components.kube import ingress_rule, meta
 from components.registry_access import SiteCredential
+from components.secrets import secret_output
 from edgefm.profile import ChartRef
 
 HUB = "hub"
@@ -67,7 +68,10 @@ class FleetTelemetry(pulumi.ComponentResource):
                     "extraFlags": ["web.enable-lifecycle", "web.enable-remote-write-receiver"],
                     "retention": f"{args.retention_days}d",
                     "persistentVolume": {"size": f"{args.size_gi}Gi"},
-                    "resources": {"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"cpu": "4", "memory": "16Gi"}},
+                    "resources": {
+                        "requests": {"cpu": "1", "memory": "4Gi"},
+                        "limits": {"cpu": "4", "memory": "16Gi"},
+                    },
                 },
                 "alertmanager": {"enabled": False},
                 "prometheus-pushgateway": {"enabled": False},
@@ -79,7 +83,7 @@ class FleetTelemetry(pulumi.ComponentResource):
         usernames = list(args.site_credentials)
         pairs = pulumi.Output.all(*[args.site_credentials[u].secret_access_key for u in usernames])
         key_ids = pulumi.Output.all(*[args.site_credentials[u].access_key_id for u in usernames])
-        htpasswd = pulumi.Output.secret(
+        htpasswd = secret_output(
             pulumi.Output.all(key_ids, pairs).apply(
                 lambda kv: "".join(ssha_entry(k, p) + "\n" for k, p in zip(kv[0], kv[1], strict=True))
             )
@@ -117,7 +121,10 @@ class FleetTelemetry(pulumi.ComponentResource):
         admin = k8s.core.v1.Secret(
             f"{name}-grafana-admin",
             metadata=meta("grafana-admin", HUB, comp, args.namespace),
-            string_data={"admin-user": "admin", "admin-password": pulumi.Output.secret(args.grafana_admin_password)},
+            string_data={
+                "admin-user": "admin",
+                "admin-password": pulumi.Output.secret(args.grafana_admin_password),
+            },
             opts=child,
         )
         k8s.core.v1.ConfigMap(
@@ -134,18 +141,31 @@ class FleetTelemetry(pulumi.ComponentResource):
             component=comp,
             values={
                 "fullnameOverride": grafana,
-                "admin": {"existingSecret": "grafana-admin", "userKey": "admin-user", "passwordKey": "admin-password"},
+                "admin": {
+                    "existingSecret": "grafana-admin",
+                    "userKey": "admin-user",
+                    "passwordKey": "admin-password",
+                },
                 "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard", "labelValue": "1"}},
                 "datasources": {
                     "datasources.yaml": {
                         "apiVersion": 1,
                         "datasources": [
-                            {"name": "fleet", "uid": "fleet", "type": "prometheus", "url": f"http://{prometheus}:80", "isDefault": True}
+                            {
+                                "name": "fleet",
+                                "uid": "fleet",
+                                "type": "prometheus",
+                                "url": f"http://{prometheus}:80",
+                                "isDefault": True,
+                            }
                         ],
                     }
                 },
                 "persistence": {"enabled": True, "size": "10Gi"},
-                "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+                "resources": {
+                    "requests": {"cpu": "100m", "memory": "256Mi"},
+                    "limits": {"cpu": "1", "memory": "1Gi"},
+                },
             },
             opts=pulumi.ResourceOptions(parent=self, depends_on=[admin]),
         )

@@ -26,12 +26,16 @@ class HelmController(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         ns = k8s.core.v1.Namespace(f"{name}-ns", metadata=meta(HELM_CONTROLLER_NAMESPACE, site, comp), opts=child)
         namespace = ns.metadata.name
-        sa = k8s.core.v1.ServiceAccount(f"{name}-sa", metadata=meta("helm-controller", site, comp, namespace), opts=child)
+        sa = k8s.core.v1.ServiceAccount(
+            f"{name}-sa", metadata=meta("helm-controller", site, comp, namespace), opts=child
+        )
         k8s.rbac.v1.ClusterRoleBinding(
             f"{name}-crb",
             metadata=meta(f"edgefm-helm-controller-{site}", site, comp),
             # helm-controller installs arbitrary charts, so it needs cluster-admin, as it has inside k3s.
-            role_ref=k8s.rbac.v1.RoleRefArgs(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="cluster-admin"),
+            role_ref=k8s.rbac.v1.RoleRefArgs(
+                api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="cluster-admin"
+            ),
             subjects=[k8s.rbac.v1.SubjectArgs(kind="ServiceAccount", name=sa.metadata.name, namespace=namespace)],
             opts=child,
         )
@@ -53,7 +57,8 @@ class HelmController(pulumi.ComponentResource):
                                 # Watch kube-system, where edgefm (like k3s) puts HelmChart objects.
                                 args=["helm-controller", "--namespace", "kube-system"],
                                 resources=k8s.core.v1.ResourceRequirementsArgs(
-                                    requests={"cpu": "50m", "memory": "64Mi"}, limits={"cpu": "500m", "memory": "256Mi"}
+                                    requests={"cpu": "50m", "memory": "64Mi"},
+                                    limits={"cpu": "500m", "memory": "256Mi"},
                                 ),
                             )
                         ],

@@ -51,16 +51,30 @@ class HubCluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: HubClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("edgefm:hub:HubCluster", name, None, opts)
         if args.render_dir is not None:
-            provider = k8s.Provider(f"{name}-k8s", render_yaml_to_directory=args.render_dir, opts=pulumi.ResourceOptions(parent=self))
+            provider = k8s.Provider(
+                f"{name}-k8s",
+                render_yaml_to_directory=args.render_dir,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
         elif args.kubeconfig is not None:
-            provider = k8s.Provider(f"{name}-k8s", kubeconfig=pulumi.Output.secret(args.kubeconfig), opts=pulumi.ResourceOptions(parent=self))
+            provider = k8s.Provider(
+                f"{name}-k8s",
+                kubeconfig=pulumi.Output.secret(args.kubeconfig),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
         else:
             raise ValueError(f"{name}: the hub cluster needs a kubeconfig or a render directory")
         on_hub = pulumi.ResourceOptions(parent=self, providers=[provider])
         if args.distribution == "kubernetes":
-            HelmController(f"{name}-helm-controller", HelmControllerArgs(site="hub", image=args.versions.helm_controller_image), on_hub)
+            HelmController(
+                f"{name}-helm-controller",
+                HelmControllerArgs(site="hub", image=args.versions.helm_controller_image),
+                on_hub,
+            )
         ns = k8s.core.v1.Namespace(
-            f"{name}-ns", metadata=meta(HUB_NAMESPACE, "hub", "platform"), opts=pulumi.ResourceOptions(parent=self, provider=provider)
+            f"{name}-ns",
+            metadata=meta(HUB_NAMESPACE, "hub", "platform"),
+            opts=pulumi.ResourceOptions(parent=self, provider=provider),
         )
 
         if args.flavor == "aws":
@@ -74,7 +88,11 @@ class HubCluster(pulumi.ComponentResource):
                 ),
                 pulumi.ResourceOptions(parent=self),
             )
-            self.registry_endpoint, self.registry_bucket, self.site_credentials = s3.endpoint, s3.bucket_name, s3.site_credentials
+            self.registry_endpoint, self.registry_bucket, self.site_credentials = (
+                s3.endpoint,
+                s3.bucket_name,
+                s3.site_credentials,
+            )
         else:
             if args.credential_seed is None:
                 raise ValueError(f"{name}: the datacenter flavor derives site keys from a credential seed")
@@ -93,7 +111,11 @@ class HubCluster(pulumi.ComponentResource):
                 ),
                 on_hub,
             )
-            self.registry_endpoint, self.registry_bucket, self.site_credentials = minio.endpoint, args.registry_bucket, minio.site_credentials
+            self.registry_endpoint, self.registry_bucket, self.site_credentials = (
+                minio.endpoint,
+                args.registry_bucket,
+                minio.site_credentials,
+            )
 
         telemetry = FleetTelemetry(
             f"{name}-telemetry",

@@ -8,6 +8,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -36,7 +37,7 @@ class InClusterModelRegistryArgs:
     tls_secret: str = "edgefm-hub-tls"
 
 
-def site_policy_document(bucket: str) -> dict[str, object]:
+def site_policy_document(bucket: str) -> dict[str, Any]:
     return {"Version": "2012-10-17", "Statement": site_read_statements(f"arn:aws:s3:::{bucket}")}
 
 
@@ -64,9 +65,11 @@ class InClusterModelRegistry(pulumi.ComponentResource):
                 "rootPassword": derived("registry-root"),
                 # Static KMS key for SSE-S3 at rest; 32 bytes derived from the seed, base64 as MinIO wants.
                 "config.env": seed.apply(
-                    lambda s: "export MINIO_KMS_SECRET_KEY=edgefm-registry-key:"
-                    + base64.b64encode(hashlib.sha256(f"{s}:kms".encode()).digest()).decode()
-                    + "\n"
+                    lambda s: (
+                        "export MINIO_KMS_SECRET_KEY=edgefm-registry-key:"
+                        + base64.b64encode(hashlib.sha256(f"{s}:kms".encode()).digest()).decode()
+                        + "\n"
+                    )
                 ),
             },
             opts=child,
@@ -85,13 +88,27 @@ class InClusterModelRegistry(pulumi.ComponentResource):
             secret_key = derived(f"site:{site}")
             k8s.core.v1.Secret(
                 f"{name}-site-{site}",
-                metadata=meta(f"registry-site-{site}", HUB, comp, args.namespace, extra_labels={"edgefm.io/for-site": site}),
+                metadata=meta(
+                    f"registry-site-{site}",
+                    HUB,
+                    comp,
+                    args.namespace,
+                    extra_labels={"edgefm.io/for-site": site},
+                ),
                 string_data={"secretKey": secret_key},
                 opts=child,
             )
-            users.append({"accessKey": key_id, "existingSecret": f"registry-site-{site}", "existingSecretKey": "secretKey", "policy": SITE_POLICY})
+            users.append(
+                {
+                    "accessKey": key_id,
+                    "existingSecret": f"registry-site-{site}",
+                    "existingSecretKey": "secretKey",
+                    "policy": SITE_POLICY,
+                }
+            )
             self.site_credentials[site] = SiteCredential(key_id, secret_key)
         image_repo, image_tag = args.image.rsplit(":", 1)
+        target = f"myminio/{args.bucket}"  # the chart's mc alias for its own server
         helm_chart(
             release,
             chart=args.chart,
@@ -105,16 +122,34 @@ class InClusterModelRegistry(pulumi.ComponentResource):
                 "existingSecret": "registry-root",
                 "extraSecret": "registry-root",
                 "persistence": {"size": f"{max(10, args.size_gi // 4)}Gi"},
-                "resources": {"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}},
-                "buckets": [{"name": args.bucket, "policy": "none", "purge": False, "versioning": True, "objectlocking": False}],
-                "policies": [{"name": SITE_POLICY, "statements": [{"resources": s["Resource"], "actions": s["Action"]} for s in policy["Statement"]]}],  # type: ignore[index]
+                "resources": {
+                    "requests": {"cpu": "1", "memory": "4Gi"},
+                    "limits": {"cpu": "4", "memory": "8Gi"},
+                },
+                "buckets": [
+                    {
+                        "name": args.bucket,
+                        "policy": "none",
+                        "purge": False,
+                        "versioning": True,
+                        "objectlocking": False,
+                    }
+                ],
+                "policies": [
+                    {
+                        "name": SITE_POLICY,
+                        "statements": [
+                            {"resources": s["Resource"], "actions": s["Action"]} for s in policy["Statement"]
+                        ],
+                    }
+                ],
                 "users": users,
                 "service": {"type": "ClusterIP"},
                 "consoleService": {"type": "ClusterIP"},
                 "customCommands": [
                     # Same retention as the AWS flavor: old object versions expire, unfinished uploads are aborted.
-                    {"command": f"ilm rule add --noncurrent-expire-days {args.noncurrent_version_days} myminio/{args.bucket}"},
-                    {"command": f"encrypt set sse-s3 myminio/{args.bucket}"},
+                    {"command": f"ilm rule add --noncurrent-expire-days {args.noncurrent_version_days} {target}"},
+                    {"command": f"encrypt set sse-s3 {target}"},
                 ],
             },
             opts=pulumi.ResourceOptions(parent=self, depends_on=[root]),
@@ -127,7 +162,10 @@ class InClusterModelRegistry(pulumi.ComponentResource):
                 comp,
                 args.namespace,
                 # Model files are GBs; the ingress must not cap or buffer request bodies.
-                annotations={"nginx.ingress.kubernetes.io/proxy-body-size": "0", "nginx.ingress.kubernetes.io/ssl-redirect": "true"},
+                annotations={
+                    "nginx.ingress.kubernetes.io/proxy-body-size": "0",
+                    "nginx.ingress.kubernetes.io/ssl-redirect": "true",
+                },
             ),
             spec=k8s.networking.v1.IngressSpecArgs(
                 ingress_class_name="nginx",
@@ -137,4 +175,3 @@ class InClusterModelRegistry(pulumi.ComponentResource):
             opts=child,
         )
         self.register_outputs({"endpoint": self.endpoint})
-

@@ -46,7 +46,9 @@ def selector(site: str, component: str) -> dict[str, str]:
     return {"app.kubernetes.io/component": component, SITE_LABEL: site}
 
 
-def ingress_rule(host: str, service: pulumi.Input[str], port: int, path: str = "/") -> k8s.networking.v1.IngressRuleArgs:
+def ingress_rule(
+    host: str, service: pulumi.Input[str], port: int, path: str = "/"
+) -> k8s.networking.v1.IngressRuleArgs:
     return k8s.networking.v1.IngressRuleArgs(
         host=host,
         http=k8s.networking.v1.HTTPIngressRuleValueArgs(

@@ -96,7 +96,9 @@ class ModelServing(pulumi.ComponentResource):
             startup_probe=probe("/v2/health/live", 10, 60),
             liveness_probe=probe("/v2/health/live", 15, 4),
             readiness_probe=probe("/v2/health/ready", 5, 3),
-            security_context=k8s.core.v1.SecurityContextArgs(allow_privilege_escalation=False, run_as_non_root=True, run_as_user=1000),
+            security_context=k8s.core.v1.SecurityContextArgs(
+                allow_privilege_escalation=False, run_as_non_root=True, run_as_user=1000
+            ),
         )
         annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS)}
         self.deployment = k8s.apps.v1.Deployment(
@@ -143,12 +145,18 @@ class ModelServing(pulumi.ComponentResource):
             opts=child,
         )
         budget = (
-            k8s.policy.v1.PodDisruptionBudgetSpecArgs(min_available=s.replicas - 1, selector=k8s.meta.v1.LabelSelectorArgs(match_labels=match))
+            k8s.policy.v1.PodDisruptionBudgetSpecArgs(
+                min_available=s.replicas - 1, selector=k8s.meta.v1.LabelSelectorArgs(match_labels=match)
+            )
             if s.replicas > 1
             # With one replica a minAvailable budget would block node drains forever.
-            else k8s.policy.v1.PodDisruptionBudgetSpecArgs(max_unavailable=1, selector=k8s.meta.v1.LabelSelectorArgs(match_labels=match))
+            else k8s.policy.v1.PodDisruptionBudgetSpecArgs(
+                max_unavailable=1, selector=k8s.meta.v1.LabelSelectorArgs(match_labels=match)
+            )
         )
-        k8s.policy.v1.PodDisruptionBudget(f"{name}-pdb", metadata=meta(name, site, comp, args.namespace), spec=budget, opts=child)
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb", metadata=meta(name, site, comp, args.namespace), spec=budget, opts=child
+        )
         k8s.networking.v1.NetworkPolicy(
             f"{name}-netpol",
             metadata=meta(name, site, comp, args.namespace),
@@ -159,7 +167,9 @@ class ModelServing(pulumi.ComponentResource):
                     # Inference clients (drones' ground stations, site apps) on the site network and in-cluster.
                     k8s.networking.v1.NetworkPolicyIngressRuleArgs(
                         from_=[
-                            k8s.networking.v1.NetworkPolicyPeerArgs(ip_block=k8s.networking.v1.IPBlockArgs(cidr=args.site_network)),
+                            k8s.networking.v1.NetworkPolicyPeerArgs(
+                                ip_block=k8s.networking.v1.IPBlockArgs(cidr=args.site_network)
+                            ),
                             k8s.networking.v1.NetworkPolicyPeerArgs(pod_selector=k8s.meta.v1.LabelSelectorArgs()),
                         ],
                         ports=[

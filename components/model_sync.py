@@ -69,7 +69,9 @@ class ModelSync(pulumi.ComponentResource):
             k8s.core.v1.EnvVarArgs(name="EDGEFM_REGISTRY_REGION", value=args.registry.region),
             k8s.core.v1.EnvVarArgs(
                 name="EDGEFM_REGISTRY_ACCESS_KEY_ID",
-                value_from=k8s.core.v1.EnvVarSourceArgs(secret_key_ref=secret_ref(name=REGISTRY_SECRET, key="accessKeyId")),
+                value_from=k8s.core.v1.EnvVarSourceArgs(
+                    secret_key_ref=secret_ref(name=REGISTRY_SECRET, key="accessKeyId")
+                ),
             ),
             k8s.core.v1.EnvVarArgs(
                 name="EDGEFM_REGISTRY_SECRET_ACCESS_KEY",

@@ -44,7 +44,11 @@ def agent_config(args: MonitoringArgs, remote_write_url: str) -> dict[str, Any]:
             "job_name": job,
             "kubernetes_sd_configs": [sd],
             "relabel_configs": [
-                {"source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"], "regex": "true", "action": "keep"},
+                {
+                    "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
+                    "regex": "true",
+                    "action": "keep",
+                },
                 {
                     "source_labels": ["__address__", "__meta_kubernetes_pod_annotation_prometheus_io_port"],
                     "regex": r"([^:]+)(?::\d+)?;(\d+)",
@@ -57,7 +61,10 @@ def agent_config(args: MonitoringArgs, remote_write_url: str) -> dict[str, Any]:
             ],
         }
 
-    scrape = [pods("edgefm-pods"), _endpoints_job("node-exporter", "prometheus-node-exporter", SYSTEM_NAMESPACE)]
+    scrape = [
+        pods("edgefm-pods"),
+        _endpoints_job("node-exporter", "prometheus-node-exporter", SYSTEM_NAMESPACE),
+    ]
     if args.dcgm_namespace:
         scrape.append(_endpoints_job("dcgm-exporter", "nvidia-dcgm-exporter", args.dcgm_namespace))
     return {
@@ -74,9 +81,18 @@ def agent_config(args: MonitoringArgs, remote_write_url: str) -> dict[str, Any]:
         "remote_write": [
             {
                 "url": remote_write_url,
-                "basic_auth": {"username_file": "/etc/edgefm/remote-write/username", "password_file": "/etc/edgefm/remote-write/password"},
+                "basic_auth": {
+                    "username_file": "/etc/edgefm/remote-write/username",
+                    "password_file": "/etc/edgefm/remote-write/password",
+                },
                 # Sites ride flaky uplinks: queue generously and retry rather than drop samples.
-                "queue_config": {"capacity": 20000, "max_shards": 10, "max_samples_per_send": 2000, "min_backoff": "1s", "max_backoff": "2m"},
+                "queue_config": {
+                    "capacity": 20000,
+                    "max_shards": 10,
+                    "max_samples_per_send": 2000,
+                    "min_backoff": "1s",
+                    "max_backoff": "2m",
+                },
             }
         ],
     }
@@ -104,16 +120,24 @@ class Monitoring(pulumi.ComponentResource):
             metadata=meta(f"{name}-{site}", site, comp),
             rules=[
                 k8s.rbac.v1.PolicyRuleArgs(
-                    api_groups=[""], resources=["nodes", "nodes/metrics", "services", "endpoints", "pods"], verbs=["get", "list", "watch"]
+                    api_groups=[""],
+                    resources=["nodes", "nodes/metrics", "services", "endpoints", "pods"],
+                    verbs=["get", "list", "watch"],
                 ),
-                k8s.rbac.v1.PolicyRuleArgs(api_groups=["discovery.k8s.io"], resources=["endpointslices"], verbs=["get", "list", "watch"]),
+                k8s.rbac.v1.PolicyRuleArgs(
+                    api_groups=["discovery.k8s.io"],
+                    resources=["endpointslices"],
+                    verbs=["get", "list", "watch"],
+                ),
             ],
             opts=child,
         )
         k8s.rbac.v1.ClusterRoleBinding(
             f"{name}-binding",
             metadata=meta(f"{name}-{site}", site, comp),
-            role_ref=k8s.rbac.v1.RoleRefArgs(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=role.metadata.name),
+            role_ref=k8s.rbac.v1.RoleRefArgs(
+                api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=role.metadata.name
+            ),
             subjects=[k8s.rbac.v1.SubjectArgs(kind="ServiceAccount", name=sa.metadata.name, namespace=ns)],
             opts=child,
         )
@@ -159,11 +183,16 @@ class Monitoring(pulumi.ComponentResource):
                                 ],
                                 ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=9090)],
                                 resources=k8s.core.v1.ResourceRequirementsArgs(
-                                    requests={"cpu": "100m", "memory": "256Mi"}, limits={"cpu": "1", "memory": "1Gi"}
+                                    requests={"cpu": "100m", "memory": "256Mi"},
+                                    limits={"cpu": "1", "memory": "1Gi"},
                                 ),
                                 volume_mounts=[
                                     k8s.core.v1.VolumeMountArgs(name="config", mount_path="/etc/prometheus"),
-                                    k8s.core.v1.VolumeMountArgs(name="remote-write", mount_path="/etc/edgefm/remote-write", read_only=True),
+                                    k8s.core.v1.VolumeMountArgs(
+                                        name="remote-write",
+                                        mount_path="/etc/edgefm/remote-write",
+                                        read_only=True,
+                                    ),
                                     k8s.core.v1.VolumeMountArgs(name="wal", mount_path="/prometheus"),
                                 ],
                                 readiness_probe=k8s.core.v1.ProbeArgs(
@@ -172,10 +201,18 @@ class Monitoring(pulumi.ComponentResource):
                             )
                         ],
                         volumes=[
-                            k8s.core.v1.VolumeArgs(name="config", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=config.metadata.name)),
-                            k8s.core.v1.VolumeArgs(name="remote-write", secret=k8s.core.v1.SecretVolumeSourceArgs(secret_name=AGENT_SECRET)),
+                            k8s.core.v1.VolumeArgs(
+                                name="config",
+                                config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=config.metadata.name),
+                            ),
+                            k8s.core.v1.VolumeArgs(
+                                name="remote-write",
+                                secret=k8s.core.v1.SecretVolumeSourceArgs(secret_name=AGENT_SECRET),
+                            ),
                             # The WAL buffers samples while the uplink is down.
-                            k8s.core.v1.VolumeArgs(name="wal", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="5Gi")),
+                            k8s.core.v1.VolumeArgs(
+                                name="wal", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="5Gi")
+                            ),
                         ],
                     ),
                 ),
@@ -193,7 +230,10 @@ class Monitoring(pulumi.ComponentResource):
                 values={
                     "fullnameOverride": "prometheus-node-exporter",
                     "podLabels": {"edgefm.io/site": site, "app.kubernetes.io/part-of": "edgefm"},
-                    "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "250m", "memory": "128Mi"}},
+                    "resources": {
+                        "requests": {"cpu": "50m", "memory": "64Mi"},
+                        "limits": {"cpu": "250m", "memory": "128Mi"},
+                    },
                 },
                 opts=child,
             )

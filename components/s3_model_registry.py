@@ -127,7 +127,11 @@ class S3ModelRegistry(pulumi.ComponentResource):
         self.site_credentials = {}
         for site in args.sites:
             user = aws.iam.User(
-                f"{name}-site-{site}", name=f"edgefm-site-{site}", path="/edgefm/sites/", tags={**tags, "edgefm.io/site": site}, opts=child
+                f"{name}-site-{site}",
+                name=f"edgefm-site-{site}",
+                path="/edgefm/sites/",
+                tags={**tags, "edgefm.io/site": site},
+                opts=child,
             )
             policy = pulumi.Output.all(bucket.arn, key.arn).apply(
                 lambda arns: json.dumps(
@@ -136,7 +140,12 @@ class S3ModelRegistry(pulumi.ComponentResource):
                         "Statement": [
                             *site_read_statements(arns[0]),
                             # Reading SSE-KMS objects needs decrypt on the registry key, and nothing more.
-                            {"Sid": "DecryptRegistryObjects", "Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": [arns[1]]},
+                            {
+                                "Sid": "DecryptRegistryObjects",
+                                "Effect": "Allow",
+                                "Action": ["kms:Decrypt"],
+                                "Resource": [arns[1]],
+                            },
                         ],
                     },
                     sort_keys=True,

@@ -12,7 +12,7 @@ import pulumi_kubernetes as k8s
 
 from components.addons import helm_chart
 from components.kube import SYSTEM_NAMESPACE, WORKLOAD_NAMESPACE, labels, meta
-from components.random_secret import random_secret
+from components.secrets import random_secret
 from edgefm.profile import StorageSettings
 
 BucketPurpose = Literal["datasets", "models", "checkpoints"]
@@ -110,7 +110,11 @@ class SiteStorage(pulumi.ComponentResource):
         access = k8s.core.v1.Secret(
             f"{name}-access",
             metadata=meta(ACCESS_SECRET, site, comp, args.workload_namespace),
-            string_data={"accessKeyId": "edgefm-root", "secretAccessKey": root_password, "endpoint": self.endpoint},
+            string_data={
+                "accessKeyId": "edgefm-root",
+                "secretAccessKey": root_password,
+                "endpoint": self.endpoint,
+            },
             opts=child,
         )
         chart = helm_chart(
@@ -120,7 +124,10 @@ class SiteStorage(pulumi.ComponentResource):
             site=site,
             component=comp,
             values={
-                "image": {"repository": s.minio_image.rsplit(":", 1)[0], "tag": s.minio_image.rsplit(":", 1)[1]},
+                "image": {
+                    "repository": s.minio_image.rsplit(":", 1)[0],
+                    "tag": s.minio_image.rsplit(":", 1)[1],
+                },
                 "mcImage": {"repository": s.mc_image.rsplit(":", 1)[0], "tag": s.mc_image.rsplit(":", 1)[1]},
                 # One MinIO server per appliance node, two drives each: erasure coding survives a node loss.
                 "mode": "distributed" if args.node_count >= 2 else "standalone",
@@ -129,7 +136,10 @@ class SiteStorage(pulumi.ComponentResource):
                 "existingSecret": ROOT_SECRET,
                 "persistence": {"size": f"{max(1, s.size_gi // max(1, args.node_count * 2))}Gi"},
                 "extraSecret": ROOT_SECRET,
-                "resources": {"requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
+                "resources": {
+                    "requests": {"cpu": "500m", "memory": "2Gi"},
+                    "limits": {"cpu": "2", "memory": "4Gi"},
+                },
                 "podLabels": labels(site, comp),
                 "buckets": [],
                 "users": [],
@@ -204,7 +214,8 @@ class SiteStorage(pulumi.ComponentResource):
                                 command=["/bin/sh", "-ec", "\n".join(steps)],
                                 env=env,
                                 resources=k8s.core.v1.ResourceRequirementsArgs(
-                                    requests={"cpu": "50m", "memory": "64Mi"}, limits={"cpu": "500m", "memory": "256Mi"}
+                                    requests={"cpu": "50m", "memory": "64Mi"},
+                                    limits={"cpu": "500m", "memory": "256Mi"},
                                 ),
                             )
                         ],

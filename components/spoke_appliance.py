@@ -64,8 +64,12 @@ class SpokeAppliance(pulumi.ComponentResource):
         )
         on_site = pulumi.ResourceOptions(parent=self, providers=[self.cluster.provider])
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=self.cluster.provider)
-        system_ns = k8s.core.v1.Namespace(f"{name}-ns-system", metadata=meta(SYSTEM_NAMESPACE, site.name, "platform"), opts=k8s_opts)
-        workload_ns = k8s.core.v1.Namespace(f"{name}-ns-workloads", metadata=meta(WORKLOAD_NAMESPACE, site.name, "platform"), opts=k8s_opts)
+        system_ns = k8s.core.v1.Namespace(
+            f"{name}-ns-system", metadata=meta(SYSTEM_NAMESPACE, site.name, "platform"), opts=k8s_opts
+        )
+        workload_ns = k8s.core.v1.Namespace(
+            f"{name}-ns-workloads", metadata=meta(WORKLOAD_NAMESPACE, site.name, "platform"), opts=k8s_opts
+        )
         system, workloads = system_ns.metadata.name, workload_ns.metadata.name
 
         self.storage = SiteStorage(
@@ -85,7 +89,9 @@ class SpokeAppliance(pulumi.ComponentResource):
         self.gpu_operator = None
         if prof.gpu_operator.enabled:
             self.gpu_operator = GpuOperator(
-                f"{name}-gpu", GpuOperatorArgs(site=site.name, distribution=dist, settings=prof.gpu_operator), on_site
+                f"{name}-gpu",
+                GpuOperatorArgs(site=site.name, distribution=dist, settings=prof.gpu_operator),
+                on_site,
             )
         gpu_slices = site.gpu_total * (prof.gpu_operator.sharing.replicas if prof.gpu_operator.enabled else 1)
         k8s.core.v1.ConfigMap(

@@ -12,7 +12,15 @@ from rich.table import Table
 
 from edgefm.placement import PLACEMENT_FILE, PlacementPolicy, load_policy
 from edgefm.problems import ConfigError
-from edgefm.stacks import HUB_STACK, check_fleet, check_stack_name, parse_hub, read_stack_file, resolve_site_file, stack_file
+from edgefm.stacks import (
+    HUB_STACK,
+    check_fleet,
+    check_stack_name,
+    parse_hub,
+    read_stack_file,
+    resolve_site_file,
+    stack_file,
+)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
 out = Console(highlight=False, soft_wrap=True)
@@ -38,7 +46,9 @@ def _policy_or_exit(path: Path) -> PlacementPolicy:
 
 @app.command()
 def validate(
-    stack_files: Annotated[list[Path] | None, typer.Argument(help="Stack files; all of --stacks-dir when none.")] = None,
+    stack_files: Annotated[
+        list[Path] | None, typer.Argument(help="Stack files; all of --stacks-dir when none.")
+    ] = None,
     placement: PlacementOpt = Path(PLACEMENT_FILE),
     stacks_dir: StacksOpt = Path("stacks"),
 ) -> None:
@@ -101,7 +111,8 @@ def _print(data: dict[str, Any], as_json: bool) -> None:
     site = data["site"]
     out.print(
         f"region {site['region']}, jurisdiction {site['jurisdiction']}, "
-        f"{len(site['nodes'])} nodes, {data['gpuTotal']} GPUs, cluster {site['cluster']['mode']}/{site['cluster']['distribution']}"
+        f"{len(site['nodes'])} nodes, {data['gpuTotal']} GPUs, "
+        f"cluster {site['cluster']['mode']}/{site['cluster']['distribution']}"
     )
     out.print(f"labels: {', '.join(f'{k}={v}' for k, v in sorted(site['labels'].items())) or '-'}")
     out.print(f"matched profiles (in precedence order): {', '.join(data['matchedProfiles'])}")

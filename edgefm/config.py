@@ -1,4 +1,4 @@
-"""Stack config models: what a user writes in `stacks/Pulumi.<stack>.yaml`, validated at the program's edge."""
+"""Stack config models: what a user writes in `stacks/Pulumi.<stack>.yaml`, validated at the edge."""
 
 from __future__ import annotations
 

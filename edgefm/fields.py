@@ -67,7 +67,8 @@ def _jurisdiction(value: str) -> str:
     # ISO 3166-1 alpha-2 country codes, or ISO 3166-2 subdivisions (e.g. US-CA) where law is set below
     # the country level.
     if "-" in value:
-        if pycountry.subdivisions.get(code=value) is None:
+        subdivision = pycountry.subdivisions.get(code=value)  # type: ignore[no-untyped-call]
+        if subdivision is None:
             raise ValueError(f"unknown jurisdiction {value!r}: not an ISO 3166-2 subdivision code")
     elif len(value) != 2 or not value.isupper() or pycountry.countries.get(alpha_2=value) is None:
         raise ValueError(f"unknown jurisdiction {value!r}: use an ISO 3166-1 alpha-2 code such as DE or US")

@@ -152,7 +152,11 @@ def parse_policy(raw: object, label: str = PLACEMENT_FILE) -> PlacementPolicy:
             for value in values:
                 if value not in policy.labels[key]:
                     problems.append(
-                        Problem(label, f"{where}.selector", f"label {key} has no value {value!r} in the vocabulary")
+                        Problem(
+                            label,
+                            f"{where}.selector",
+                            f"label {key} has no value {value!r} in the vocabulary",
+                        )
                     )
         for key in flatten(prof.set):
             if key not in known:
@@ -222,15 +226,23 @@ def resolve(stack: str, site: SiteSpec, policy: PlacementPolicy) -> ResolvedSite
     for key, value in site.labels.items():
         if key not in policy.labels:
             problems.append(
-                Problem(stack, f"edgefm:site.labels.{key}", f"unknown label; known: {', '.join(sorted(policy.labels))}")
+                Problem(
+                    stack,
+                    f"edgefm:site.labels.{key}",
+                    f"unknown label; known: {', '.join(sorted(policy.labels))}",
+                )
             )
         elif value not in policy.labels[key]:
-            allowed = ", ".join(policy.labels[key])
-            problems.append(Problem(stack, f"edgefm:site.labels.{key}", f"value {value!r} not allowed; use one of {allowed}"))
+            vocabulary = ", ".join(policy.labels[key])
+            problems.append(
+                Problem(stack, f"edgefm:site.labels.{key}", f"value {value!r} not allowed; use one of {vocabulary}")
+            )
     if problems:
         raise ConfigError(problems)
 
-    matched = sorted((p for p in policy.profiles if p.selector.matches(site.labels)), key=lambda p: (p.priority, p.name))
+    matched = sorted(
+        (p for p in policy.profiles if p.selector.matches(site.labels)), key=lambda p: (p.priority, p.name)
+    )
     if not matched:
         raise ConfigError([Problem(stack, "edgefm:site.labels", "no placement profile matches these labels")])
 
@@ -256,15 +268,17 @@ def resolve(stack: str, site: SiteSpec, policy: PlacementPolicy) -> ResolvedSite
             sources[key] = f"profile:{prof.name}"
 
     allowed = {k for p in matched for k in p.overridable}
-    for key, value in site.overrides.items():
-        if key not in allowed:
-            hint = f"overridable here: {', '.join(sorted(allowed))}" if allowed else "no matching profile allows overrides"
-            problems.append(Problem(stack, f"edgefm:site.overrides.{key}", f"not overridable ({hint})"))
+    for override, new in site.overrides.items():
+        if override not in allowed:
+            hint = (
+                f"overridable here: {', '.join(sorted(allowed))}" if allowed else "no matching profile allows overrides"
+            )
+            problems.append(Problem(stack, f"edgefm:site.overrides.{override}", f"not overridable ({hint})"))
             continue
-        _set_path(tree, key, value)
-        for stale in [k for k in sources if k == key or k.startswith(key + ".")]:
+        _set_path(tree, override, new)
+        for stale in [k for k in sources if k == override or k.startswith(override + ".")]:
             del sources[stale]
-        sources[key] = "override"
+        sources[override] = "override"
     if problems:
         raise ConfigError(problems)
 
@@ -325,7 +339,8 @@ def check_fit(resolved: ResolvedSite) -> list[Problem]:
     if wanted > slices:
         at(
             "serving.replicas",
-            f"workloads ask for {wanted} GPUs (serving {prof.serving.replicas}×{prof.serving.gpus_per_replica}"
-            f" + fine-tuning {prof.fine_tuning.gpus if prof.fine_tuning.enabled else 0}) but the appliance has {slices}",
+            f"workloads ask for {wanted} GPUs (serving {prof.serving.replicas}x{prof.serving.gpus_per_replica}"
+            f" + fine-tuning {prof.fine_tuning.gpus if prof.fine_tuning.enabled else 0})"
+            f" but the appliance has {slices}",
         )
     return problems

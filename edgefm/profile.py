@@ -6,7 +6,7 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
-from edgefm.fields import Cron, CpuQuantity, DnsLabel, MemoryQuantity, Model, PinnedImage, PinnedVersion
+from edgefm.fields import CpuQuantity, Cron, DnsLabel, MemoryQuantity, Model, PinnedImage, PinnedVersion
 
 Url = str  # kept as text: rendered into manifests verbatim
 

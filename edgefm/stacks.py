@@ -3,6 +3,7 @@ stack settings, collecting every problem before any resource is registered."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -108,10 +109,8 @@ def read_engine_config(keys: Iterable[str]) -> RawConfig:
             continue
         if isinstance(value, str) and value[:1] in "{[":
             # The engine hands structured values over as JSON text.
-            try:
+            with contextlib.suppress(json.JSONDecodeError):
                 value = json.loads(value)
-            except json.JSONDecodeError:
-                pass
         raw[full] = RawValue(value, secret=is_config_secret(full))
     return raw
 
@@ -122,7 +121,11 @@ def _secret(raw: RawConfig, key: str, stack: str, problems: list[Problem]) -> Se
         return None
     if not item.secret:
         problems.append(
-            Problem(stack, f"{NAMESPACE}:{key}", f"must be a secret: set it with `pulumi config set --secret {key}`")
+            Problem(
+                stack,
+                f"{NAMESPACE}:{key}",
+                f"must be a secret: set it with `pulumi config set --secret {key}`",
+            )
         )
         return None
     if item.value is None:
@@ -180,7 +183,11 @@ def parse_site(stack: str, raw: RawConfig, env: Mapping[str, str] | None = None)
         expected = stack.removeprefix(SITE_PREFIX)
         if site.name != expected:
             problems.append(
-                Problem(stack, f"{NAMESPACE}:site.name", f"is {site.name!r} but the stack is named for {expected!r}")
+                Problem(
+                    stack,
+                    f"{NAMESPACE}:site.name",
+                    f"is {site.name!r} but the stack is named for {expected!r}",
+                )
             )
         # Credentials are only needed when the program talks to real machines.
         # A key given in plain text was reported above; only an absent key is "missing".
@@ -213,7 +220,11 @@ def parse_hub(stack: str, raw: RawConfig, env: Mapping[str, str] | None = None) 
     if hub is not None:
         if hub.flavor == "datacenter" and f"{NAMESPACE}:credentialSeed" not in raw:
             problems.append(
-                Problem(stack, f"{NAMESPACE}:credentialSeed", "required: per-site registry keys are derived from it")
+                Problem(
+                    stack,
+                    f"{NAMESPACE}:credentialSeed",
+                    "required: per-site registry keys are derived from it",
+                )
             )
         if f"{NAMESPACE}:grafanaAdminPassword" not in raw:
             problems.append(Problem(stack, f"{NAMESPACE}:grafanaAdminPassword", "required key is missing"))

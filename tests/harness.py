@@ -69,7 +69,9 @@ class Run:
         return [r for r in self.resources if r.type.startswith("kubernetes:") and r.type.rsplit(":", 1)[-1] == kind]
 
     def k8s_objects(self) -> list[Recorded]:
-        return [r for r in self.resources if r.type.startswith("kubernetes:") and r.type != "pulumi:providers:kubernetes"]
+        return [
+            r for r in self.resources if r.type.startswith("kubernetes:") and r.type != "pulumi:providers:kubernetes"
+        ]
 
 
 def unwrap(value: Any) -> Any:
@@ -95,12 +97,18 @@ class _Mocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         outputs = dict(args.inputs)
         if args.typ == "pulumi:pulumi:StackReference":
-            outputs = {"name": args.name, "outputs": dict(self.hub_outputs), "secretOutputNames": ["siteCredentials"]}
+            outputs = {
+                "name": args.name,
+                "outputs": dict(self.hub_outputs),
+                "secretOutputNames": ["siteCredentials"],
+            }
         elif args.typ == "command:local:Command":
             outputs["stdout"] = "0f" * 16
         elif args.typ == "command:remote:Command":
             outputs["stdout"] = (
-                "apiVersion: v1\nclusters:\n- cluster:\n    server: https://127.0.0.1:6443\n" if "kubeconfig" in args.name else "K10token::server:abc"
+                "apiVersion: v1\nclusters:\n- cluster:\n    server: https://127.0.0.1:6443\n"
+                if "kubeconfig" in args.name
+                else "K10token::server:abc"
             )
         elif args.typ == "aws:iam/accessKey:AccessKey":
             outputs["secret"] = f"aws-secret-{args.name}"
@@ -114,12 +122,12 @@ class _Mocks(pulumi.runtime.Mocks):
         return {}, None
 
 
-class _Monitor(pmocks.MockMonitor):  # type: ignore[misc]
+class _Monitor(pmocks.MockMonitor):
     def __init__(self, mocks: _Mocks) -> None:
         super().__init__(mocks)
         self._run = mocks.run
 
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+    def RegisterResource(self, request: Any) -> Any:
         from google.protobuf import json_format
 
         inputs = json_format.MessageToDict(request.object)
@@ -135,15 +143,17 @@ class _Monitor(pmocks.MockMonitor):  # type: ignore[misc]
                 secret_outputs=list(request.additionalSecretOutputs),
             )
         )
-        return super().RegisterResource(request)
+        return super().RegisterResource(request)  # type: ignore[no-untyped-call]
 
 
 def run_program(program: Callable[[], Any], stack: str, hub_outputs: Mapping[str, Any] = HUB_OUTPUTS) -> Run:
     """Runs `program` under mocks and waits until every registration and output has settled."""
     run = Run()
     mocks = _Mocks(run, hub_outputs)
+    # A fresh root Stack per run: set_mocks keeps the previous one (and its stack name) otherwise.
+    pulumi.runtime.settings.set_root_resource(None)  # type: ignore[arg-type]
     pulumi.runtime.set_mocks(mocks, project="edgefm", stack=stack, preview=False, monitor=_Monitor(mocks))
-    pulumi.runtime.settings.SETTINGS.rpc_manager.clear()  # type: ignore[attr-defined]
+    pulumi.runtime.settings.SETTINGS.rpc_manager.clear()
 
     def body() -> None:
         program()
@@ -158,7 +168,13 @@ def raw_from_file(path: Path, overrides: Mapping[str, Any] | None = None) -> Raw
     raw: dict[str, RawValue] = {}
     for key, value in (doc.get("config") or {}).items():
         if isinstance(value, dict) and set(value) == {"secure"}:
-            fake = FAKE_KUBECONFIG if key.endswith("kubeconfig") else FAKE_SSH_KEY if "ssh" in key.lower() else f"test-{key}"
+            fake = (
+                FAKE_KUBECONFIG
+                if key.endswith("kubeconfig")
+                else FAKE_SSH_KEY
+                if "ssh" in key.lower()
+                else f"test-{key}"
+            )
             raw[key] = RawValue(fake, secret=True)
         else:
             raw[key] = RawValue(copy.deepcopy(value), secret=False)

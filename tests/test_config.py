@@ -105,29 +105,89 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     ("duplicate-node-name", _dup_node, "edgefm:site", "duplicate node name n1"),
     ("duplicate-address", _dup_addr, "edgefm:site", "duplicate node address 10.1.0.11"),
     ("malformed-ip", _set("nodes.0.address", "10.1.0.300"), "edgefm:site.nodes[0].address", "IPv4"),
-    ("address-outside-network", _set("nodes.0.address", "10.9.0.1"), "edgefm:site", "outside the site network"),
+    (
+        "address-outside-network",
+        _set("nodes.0.address", "10.9.0.1"),
+        "edgefm:site",
+        "outside the site network",
+    ),
     ("malformed-cidr", _set("network", "10.1.0.0/33"), "edgefm:site.network", "not a CIDR block"),
     ("cidr-host-bits", _set("network", "10.1.0.5/24"), "edgefm:site.network", "has host bits set"),
     ("gpus-without-model", _del("nodes.0.gpuModel"), "edgefm:site.nodes[0]", "has 1 GPUs but no gpuModel"),
-    ("model-without-gpus", _set("nodes.0.gpus", 0), "edgefm:site.nodes[0]", "names gpuModel L4 but gpus is 0"),
+    (
+        "model-without-gpus",
+        _set("nodes.0.gpus", 0),
+        "edgefm:site.nodes[0]",
+        "names gpuModel L4 but gpus is 0",
+    ),
     ("negative-gpus", _set("nodes.0.gpus", -1), "edgefm:site.nodes[0].gpus", "greater than or equal to 0"),
     ("absurd-gpus", _set("nodes.0.gpus", 64), "edgefm:site.nodes[0].gpus", "less than or equal to 16"),
-    ("unknown-gpu-model", _set("nodes.0.gpuModel", "GTX-1080"), "edgefm:site.nodes[0].gpuModel", "unknown GPU model"),
+    (
+        "unknown-gpu-model",
+        _set("nodes.0.gpuModel", "GTX-1080"),
+        "edgefm:site.nodes[0].gpuModel",
+        "unknown GPU model",
+    ),
     ("unknown-label", _set("labels.colour", "blue"), "edgefm:site.labels.colour", "unknown label"),
-    ("label-value-not-allowed", _set("labels.tier", "gold"), "edgefm:site.labels.tier", "value 'gold' not allowed"),
-    ("unknown-jurisdiction", _set("jurisdiction", "XX"), "edgefm:site.jurisdiction", "unknown jurisdiction 'XX'"),
-    ("lowercase-jurisdiction", _set("jurisdiction", "de"), "edgefm:site.jurisdiction", "unknown jurisdiction"),
+    (
+        "label-value-not-allowed",
+        _set("labels.tier", "gold"),
+        "edgefm:site.labels.tier",
+        "value 'gold' not allowed",
+    ),
+    (
+        "unknown-jurisdiction",
+        _set("jurisdiction", "XX"),
+        "edgefm:site.jurisdiction",
+        "unknown jurisdiction 'XX'",
+    ),
+    (
+        "lowercase-jurisdiction",
+        _set("jurisdiction", "de"),
+        "edgefm:site.jurisdiction",
+        "unknown jurisdiction",
+    ),
     ("unknown-subdivision", _set("jurisdiction", "US-ZZ"), "edgefm:site.jurisdiction", "ISO 3166-2"),
     ("bad-region", _set("region", "Europe Central"), "edgefm:site.region", "should match pattern"),
     ("bad-name", _set("name", "Bridge_North"), "edgefm:site.name", "should match pattern"),
     ("unknown-key", _set("colour", "blue"), "edgefm:site.colour", "unknown key"),
     ("even-node-count", _even_nodes, "edgefm:site", "odd number of server nodes"),
-    ("distribution-mode-mismatch", _set("cluster", {"mode": "k3s", "distribution": "openshift"}), "edgefm:site.cluster", "needs mode existing"),
-    ("override-not-allowed", _set("overrides", {"serving.image": "nvcr.io/nvidia/tritonserver:24.01-py3"}), "edgefm:site.overrides.serving.image", "not overridable"),
-    ("override-floating-version", _set("overrides", {"gpuOperator.sharing": {"mode": "time-slicing", "replicas": 0}}), "edgefm:site.overrides.gpuOperator.sharing.replicas", "greater than or equal to 1"),
-    ("gpu-labels-cpu-nodes", _cpu_with_gpu_profile, "gpuOperator.enabled (from profile:gpu)", "no node has GPUs"),
-    ("mig-unsupported", _mig_on_l4, "gpuOperator.sharing.mode (from override)", "MIG is not supported by GPU model L4"),
-    ("too-many-replicas", _set("overrides", {"serving.replicas": 5}), "serving.replicas (from override)", "ask for 5 GPUs"),
+    (
+        "distribution-mode-mismatch",
+        _set("cluster", {"mode": "k3s", "distribution": "openshift"}),
+        "edgefm:site.cluster",
+        "needs mode existing",
+    ),
+    (
+        "override-not-allowed",
+        _set("overrides", {"serving.image": "nvcr.io/nvidia/tritonserver:24.01-py3"}),
+        "edgefm:site.overrides.serving.image",
+        "not overridable",
+    ),
+    (
+        "override-floating-version",
+        _set("overrides", {"gpuOperator.sharing": {"mode": "time-slicing", "replicas": 0}}),
+        "edgefm:site.overrides.gpuOperator.sharing.replicas",
+        "greater than or equal to 1",
+    ),
+    (
+        "gpu-labels-cpu-nodes",
+        _cpu_with_gpu_profile,
+        "gpuOperator.enabled (from profile:gpu)",
+        "no node has GPUs",
+    ),
+    (
+        "mig-unsupported",
+        _mig_on_l4,
+        "gpuOperator.sharing.mode (from override)",
+        "MIG is not supported by GPU model L4",
+    ),
+    (
+        "too-many-replicas",
+        _set("overrides", {"serving.replicas": 5}),
+        "serving.replicas (from override)",
+        "ask for 5 GPUs",
+    ),
 ]
 
 
@@ -209,8 +269,16 @@ def hub_raw(**changes: Any) -> dict[str, RawValue]:
     [
         ({"flavor": "gcp"}, "edgefm:hub.flavor", "'aws' or 'datacenter'"),
         ({"registry": {"bucket": "Bad_Bucket"}}, "edgefm:hub.registry.bucket", "should match pattern"),
-        ({"registry": {"bucket": "edgefm-models", "noncurrentVersionDays": -5}}, "edgefm:hub.registry.noncurrentVersionDays", ">= 1"),
-        ({"telemetry": {"retentionDays": 100000}}, "edgefm:hub.telemetry.retentionDays", "less than or equal to 3650"),
+        (
+            {"registry": {"bucket": "edgefm-models", "noncurrentVersionDays": -5}},
+            "edgefm:hub.registry.noncurrentVersionDays",
+            ">= 1",
+        ),
+        (
+            {"telemetry": {"retentionDays": 100000}},
+            "edgefm:hub.telemetry.retentionDays",
+            "less than or equal to 3650",
+        ),
         ({"jurisdiction": "EU"}, "edgefm:hub.jurisdiction", "unknown jurisdiction"),
     ],
 )
@@ -218,7 +286,10 @@ def test_malformed_hub_is_rejected(changes: dict[str, Any], path: str, fragment:
     with pytest.raises(ConfigError) as info:
         parse_hub("hub", hub_raw(**changes), env={})
     lines = [str(p) for p in info.value.problems]
-    assert any(line.startswith(f"hub: {path}: ") and fragment.replace(">= 1", "greater than or equal to 1") in line for line in lines), lines
+    assert any(
+        line.startswith(f"hub: {path}: ") and fragment.replace(">= 1", "greater than or equal to 1") in line
+        for line in lines
+    ), lines
 
 
 def test_datacenter_hub_needs_seed() -> None:

@@ -24,7 +24,10 @@ LABELS = {"tier": "production", "accelerator": "gpu", "wave": "2"}
         ({"matchLabels": {"tier": "production"}}, True),
         ({"matchLabels": {"tier": "staging"}}, False),
         ({"matchLabels": {"tier": "production", "accelerator": "cpu"}}, False),
-        ({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["staging", "production"]}]}, True),
+        (
+            {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["staging", "production"]}]},
+            True,
+        ),
         ({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["staging"]}]}, False),
         ({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["staging"]}]}, True),
         ({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["production"]}]}, False),
@@ -74,7 +77,11 @@ def site(labels: dict[str, str], gpus: int = 1, overrides: dict[str, Any] | None
             "labels": labels,
             "network": "10.0.0.0/24",
             "nodes": [
-                {"name": f"n{i}", "address": f"10.0.0.{10 + i}", **({"gpus": gpus, "gpuModel": "L40S"} if gpus else {})}
+                {
+                    "name": f"n{i}",
+                    "address": f"10.0.0.{10 + i}",
+                    **({"gpus": gpus, "gpuModel": "L40S"} if gpus else {}),
+                }
                 for i in range(3)
             ],
             "overrides": overrides or {},
@@ -85,8 +92,18 @@ def site(labels: dict[str, str], gpus: int = 1, overrides: dict[str, Any] | None
 @pytest.mark.parametrize(
     ("labels", "gpus", "matched", "checks"),
     [
-        ({"accelerator": "cpu", "tier": "lab"}, 0, ["cpu-only"], {"serving.replicas": 2, "serving.gpusPerReplica": 0}),
-        ({"accelerator": "gpu", "tier": "lab"}, 1, ["gpu"], {"gpuOperator.enabled": True, "fineTuning.enabled": False}),
+        (
+            {"accelerator": "cpu", "tier": "lab"},
+            0,
+            ["cpu-only"],
+            {"serving.replicas": 2, "serving.gpusPerReplica": 0},
+        ),
+        (
+            {"accelerator": "gpu", "tier": "lab"},
+            1,
+            ["gpu"],
+            {"gpuOperator.enabled": True, "fineTuning.enabled": False},
+        ),
         (
             {"accelerator": "gpu", "tier": "production", "finetune": "enabled"},
             1,
@@ -122,7 +139,12 @@ def test_higher_priority_wins_and_sources_are_recorded() -> None:
 def test_equal_priority_conflict_is_an_error() -> None:
     doc = policy_doc()
     doc["profiles"].append(
-        {"name": "rival", "priority": 30, "selector": {"matchLabels": {"tier": "production"}}, "set": {"serving": {"replicas": 3}}}
+        {
+            "name": "rival",
+            "priority": 30,
+            "selector": {"matchLabels": {"tier": "production"}},
+            "set": {"serving": {"replicas": 3}},
+        }
     )
     with pytest.raises(ConfigError, match="profiles production and rival have equal priority 30"):
         resolve("site-t", site({"accelerator": "gpu", "tier": "production"}), parse_policy(doc))
@@ -131,13 +153,25 @@ def test_equal_priority_conflict_is_an_error() -> None:
 def test_equal_priority_agreeing_values_are_fine() -> None:
     doc = policy_doc()
     doc["profiles"].append(
-        {"name": "twin", "priority": 30, "selector": {"matchLabels": {"tier": "production"}}, "set": {"serving": {"replicas": 2}}}
+        {
+            "name": "twin",
+            "priority": 30,
+            "selector": {"matchLabels": {"tier": "production"}},
+            "set": {"serving": {"replicas": 2}},
+        }
     )
-    assert resolve("site-t", site({"accelerator": "gpu", "tier": "production"}), parse_policy(doc)).profile.serving.replicas == 2
+    assert (
+        resolve(
+            "site-t", site({"accelerator": "gpu", "tier": "production"}), parse_policy(doc)
+        ).profile.serving.replicas
+        == 2
+    )
 
 
 def test_allowed_override_applies_and_is_attributed() -> None:
-    resolved = resolve("site-t", site({"accelerator": "gpu"}, overrides={"serving.replicas": 3}), load_policy(PLACEMENT))
+    resolved = resolve(
+        "site-t", site({"accelerator": "gpu"}, overrides={"serving.replicas": 3}), load_policy(PLACEMENT)
+    )
     assert resolved.profile.serving.replicas == 3
     assert resolved.sources["serving.replicas"] == "override"
 
@@ -153,10 +187,22 @@ def test_no_matching_profile_is_an_error() -> None:
     ("mutate", "fragment"),
     [
         (lambda d: d["profiles"].append(copy.deepcopy(d["profiles"][0])), "duplicate profile name gpu"),
-        (lambda d: d["profiles"][0]["selector"].update(matchLabels={"colour": "red"}), "unknown label 'colour'"),
-        (lambda d: d["profiles"][0]["selector"].update(matchLabels={"tier": "gold"}), "label tier has no value 'gold'"),
-        (lambda d: d["profiles"][0]["set"].update(servng={"replicas": 1}), "servng.replicas: not a profile key"),
-        (lambda d: d["profiles"][0]["overridable"].append("serving.replica"), "'serving.replica' is not a profile key"),
+        (
+            lambda d: d["profiles"][0]["selector"].update(matchLabels={"colour": "red"}),
+            "unknown label 'colour'",
+        ),
+        (
+            lambda d: d["profiles"][0]["selector"].update(matchLabels={"tier": "gold"}),
+            "label tier has no value 'gold'",
+        ),
+        (
+            lambda d: d["profiles"][0]["set"].update(servng={"replicas": 1}),
+            "servng.replicas: not a profile key",
+        ),
+        (
+            lambda d: d["profiles"][0]["overridable"].append("serving.replica"),
+            "'serving.replica' is not a profile key",
+        ),
         (lambda d: d["defaults"]["serving"].update(image="nvcr.io/nvidia/tritonserver:latest"), "floats"),
         (lambda d: d["defaults"]["gpuOperator"]["chart"].update(version="~25.3"), "is a range"),
         (lambda d: d["defaults"]["storage"].update(minioImage="quay.io/minio/minio"), "floats"),

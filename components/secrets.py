@@ -1,4 +1,4 @@
-"""Random secrets kept in Pulumi state (encrypted), generated once on the machine running the engine."""
+"""Secrets: random ones kept in Pulumi state (encrypted), and marking a value secret with its type kept."""
 
 from __future__ import annotations
 
@@ -15,6 +15,12 @@ _GENERATORS = {
 }
 
 
+def secret_output(value: pulumi.Input[str]) -> pulumi.Output[str]:
+    """`Output.secret` for a string input, with a precise type (the SDK's own signature loses it)."""
+    out: pulumi.Output[str] = pulumi.Output.secret(value)
+    return out
+
+
 def random_secret(name: str, parent: pulumi.Resource, encoding: Literal["hex", "base64"] = "hex") -> pulumi.Output[str]:
     """256 random bits that stay the same across updates until the resource is replaced."""
     generated = command.local.Command(
@@ -23,4 +29,4 @@ def random_secret(name: str, parent: pulumi.Resource, encoding: Literal["hex", "
         logging=command.local.Logging.NONE,
         opts=pulumi.ResourceOptions(parent=parent, additional_secret_outputs=["stdout"]),
     )
-    return pulumi.Output.secret(generated.stdout)
+    return secret_output(generated.stdout)

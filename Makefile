@@ -1,0 +1,40 @@
+# edgefm — `make demo` shows the fleet, `make test` checks everything. Both install what they need.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install lint typecheck unit test demo clean
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy edgefm components tests __main__.py
+
+unit: install
+	$(BIN)/python -m pytest -q
+
+test: lint typecheck unit
+
+demo: install
+	$(BIN)/python -m edgefm validate
+	@for s in stacks/Pulumi.site-*.yaml; do \
+	  stack=$$(basename $$s .yaml); stack=$${stack#Pulumi.}; \
+	  echo; $(BIN)/python -m edgefm explain $$stack; \
+	done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache out .state
