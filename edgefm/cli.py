@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgefm.affected import affected
 from edgefm.placement import PLACEMENT_FILE, PlacementPolicy, load_policy
 from edgefm.problems import ConfigError
 from edgefm.stacks import (
@@ -125,6 +126,9 @@ def _print(data: dict[str, Any], as_json: bool) -> None:
             value = value.get(part) if isinstance(value, dict) else None
         table.add_row(key, json.dumps(value) if not isinstance(value, str) else value, source)
     out.print(table)
+
+
+app.command()(affected)
 
 
 def main() -> None:
