@@ -181,6 +181,7 @@ class Affected:
 
 def affected_stacks(repo: Path, base: str, head: str | None = None) -> Affected:
     result = Affected()
+    _git(repo, "rev-parse", "--show-toplevel")  # not a repository: an error, not "everything changed"
     with tempfile.TemporaryDirectory(prefix="edgefm-affected-") as tmp:
         head_root = _materialise(repo, head, Path(tmp) / "head")
         current = stacks_in(head_root)
