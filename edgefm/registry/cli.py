@@ -37,7 +37,7 @@ from edgefm.registry.store import Store
 from edgefm.registry.sync import sync
 from edgefm.registry.verify import VerifyReport, verify
 
-models_app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, rich_markup_mode=None)
+models_app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -49,7 +49,7 @@ M = MIRROR_ENV_PREFIX
 Bucket = Annotated[str | None, typer.Option("--bucket", envvar=f"{R}BUCKET", help="Registry bucket.")]
 Prefix = Annotated[
     str | None,
-    typer.Option("--prefix", envvar=f"{R}PREFIX", help="Key prefix in the registry [default: models]."),
+    typer.Option("--prefix", envvar=f"{R}PREFIX", help="Key prefix in the registry (default: models)."),
 ]
 Endpoint = Annotated[
     str | None,
@@ -57,17 +57,17 @@ Endpoint = Annotated[
         "--endpoint", envvar=f"{R}ENDPOINT_URL", help="S3-compatible endpoint URL (omit for AWS S3)."
     ),
 ]
-Region = Annotated[str | None, typer.Option("--region", envvar=f"{R}REGION", help="[default: us-east-1]")]
+Region = Annotated[str | None, typer.Option("--region", envvar=f"{R}REGION", help="(default: us-east-1)")]
 Addressing = Annotated[
     AddressingStyle | None,
     typer.Option(
         "--addressing-style",
         envvar=f"{R}ADDRESSING_STYLE",
-        help="[default: path with --endpoint, auto for AWS]",
+        help="(default: path with --endpoint, auto for AWS)",
     ),
 ]
 MaxAttempts = Annotated[
-    int | None, typer.Option("--max-attempts", envvar=f"{R}MAX_ATTEMPTS", help="S3 retries [default: 5].")
+    int | None, typer.Option("--max-attempts", envvar=f"{R}MAX_ATTEMPTS", help="S3 retries (default: 5).")
 ]
 MirrorBucket = Annotated[
     str | None,
@@ -79,7 +79,7 @@ MirrorPrefix = Annotated[
         "--to-prefix",
         "--mirror-prefix",
         envvar=f"{M}PREFIX",
-        help="Key prefix in the mirror [default: models].",
+        help="Key prefix in the mirror (default: models).",
     ),
 ]
 MirrorEndpoint = Annotated[
@@ -103,7 +103,7 @@ PartSize = Annotated[
 ShowProgress = Annotated[
     bool | None,
     typer.Option(
-        "--progress/--no-progress", help="Progress bar on stderr [default: when stderr is a terminal]."
+        "--progress/--no-progress", help="Progress bar on stderr (default: when stderr is a terminal)."
     ),
 ]
 Name = Annotated[str, typer.Argument(help="Model name.", envvar="EDGEFM_MODEL_NAME", show_envvar=True)]
@@ -236,10 +236,10 @@ def publish_cmd(
     name: Annotated[str, typer.Option("--name", help="Model name.")],
     version: Annotated[str, typer.Option("--version", help="Semantic version, e.g. 1.4.0.")],
     framework: Annotated[
-        str | None, typer.Option(help="Framework [default: guessed from file types].")
+        str | None, typer.Option(help="Framework (default: guessed from file types).")
     ] = None,
     source: Annotated[
-        str | None, typer.Option(help="Where the model came from [default: host and path].")
+        str | None, typer.Option(help="Where the model came from (default: host and path).")
     ] = None,
     resume_dir: Annotated[
         Path | None, typer.Option(envvar="EDGEFM_RESUME_DIR", help="Resume journal directory.")
