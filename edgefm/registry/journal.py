@@ -49,19 +49,12 @@ class Journal:
             except (ValueError, ValidationError):
                 self._uploads = {}  # a damaged journal only costs re-sending parts
 
-    def find(self, key: str, sha256: str, size: int, part_size: int) -> PendingUpload | None:
-        up = self._uploads.get(key)
-        if up and (up.sha256, up.size, up.part_size) == (sha256, size, part_size):
-            return up
-        return None
+    def get(self, key: str) -> PendingUpload | None:
+        return self._uploads.get(key)
 
     def record(self, upload: PendingUpload) -> None:
         self._uploads[upload.key] = upload
         self._save()
-
-    def forget(self, key: str) -> None:
-        if self._uploads.pop(key, None) is not None:
-            self._save()
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

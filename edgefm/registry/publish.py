@@ -252,7 +252,11 @@ def _prepare_multipart(
     store: Store, journal: Journal, key: str, path: Path, entry: FileEntry, transfer: TransferSettings
 ) -> _MultipartFile:
     part_size = transfer.part_size_for(entry.size)
-    pending = journal.find(key, entry.sha256, entry.size, part_size)
+    pending = journal.get(key)
+    if pending and (pending.sha256, pending.size, pending.part_size) != (entry.sha256, entry.size, part_size):
+        # Our own earlier upload of other content (or another part size): its parts are useless.
+        _abort(store, key, pending.upload_id)
+        pending = None
     server_parts = _list_parts(store, key, pending.upload_id) if pending else None
     if pending is None or server_parts is None:
         upload_id = store.client.create_multipart_upload(
@@ -271,6 +275,14 @@ def _prepare_multipart(
     else:
         upload_id = pending.upload_id
     return _MultipartFile(store, key, path, entry, part_size, upload_id, server_parts)
+
+
+def _abort(store: Store, key: str, upload_id: str) -> None:
+    try:
+        store.client.abort_multipart_upload(Bucket=store.bucket, Key=key, UploadId=upload_id)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in {"NoSuchUpload", "404"}:
+            raise
 
 
 def _put_small(

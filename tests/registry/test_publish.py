@@ -145,3 +145,23 @@ def test_racing_publisher_loses_on_conditional_manifest_put(registry: Store, tmp
 def test_conditional_put_supported_by_server(registry: Store) -> None:
     assert registry.put_if_absent("probe/x.json", b"{}") is True
     assert registry.put_if_absent("probe/x.json", b"{}") is False
+
+
+def test_changed_content_after_interruption_starts_over(registry: Store, tmp_path: Path, s3: Any) -> None:
+    model = write_model(tmp_path / "m", {"w.bin": 12 * MiB})
+    transfer = TransferSettings(part_size=5 * MiB, multipart_threshold=5 * MiB, max_concurrency=1)
+
+    def fail_second_part(params: dict[str, Any], **_: Any) -> None:
+        if params["PartNumber"] == 2:
+            raise ConnectionResetError("injected")
+
+    registry.client.meta.events.register("before-parameter-build.s3.UploadPart", fail_second_part)
+    with pytest.raises(UploadInterruptedError):
+        publish(registry, model, "m", "1.0.0", transfer=transfer, journal_dir=tmp_path / "j")
+    registry.client.meta.events.unregister("before-parameter-build.s3.UploadPart", fail_second_part)
+
+    write_model(model, {"w.bin": 12 * MiB})  # new bytes: the old upload's part 1 must not be reused
+    result = publish(registry, model, "m", "1.0.0", transfer=transfer, journal_dir=tmp_path / "j")
+    assert result.stats.parts_reused == 0 and result.stats.parts_sent == 3
+    assert s3.list_multipart_uploads(Bucket=registry.bucket).get("Uploads", []) == []  # old one aborted
+    assert verify(result.manifest, registry, check_manifest_copy=False).ok
