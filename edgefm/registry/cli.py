@@ -109,7 +109,8 @@ ShowProgress = Annotated[
 Name = Annotated[str, typer.Argument(help="Model name.", envvar="EDGEFM_MODEL_NAME", show_envvar=True)]
 
 
-def _registry(
+def _store(
+    env_prefix: str,
     bucket: str | None,
     prefix: str | None,
     endpoint: str | None,
@@ -119,30 +120,9 @@ def _registry(
     *,
     pool: int = 10,
 ) -> Store:
+    """Flags (already env-resolved by typer) win; credentials come from ``<env_prefix>*`` env vars."""
     settings = BucketSettings.from_env(
-        R,
-        bucket=bucket,
-        prefix=prefix,
-        endpoint_url=endpoint,
-        region=region,
-        addressing_style=addressing,
-        max_attempts=max_attempts,
-    )
-    return Store(settings, max_pool_connections=pool)
-
-
-def _mirror(
-    bucket: str | None,
-    prefix: str | None,
-    endpoint: str | None,
-    region: str | None,
-    addressing: str | None,
-    max_attempts: int | None,
-    *,
-    pool: int = 10,
-) -> Store:
-    settings = BucketSettings.from_env(
-        M,
+        env_prefix,
         bucket=bucket,
         prefix=prefix,
         endpoint_url=endpoint,
@@ -258,15 +238,8 @@ def publish_cmd(
 
     def body() -> None:
         transfer = TransferSettings(part_size=part_size_mb * MiB, max_concurrency=concurrency)
-        store = _registry(
-            bucket,
-            prefix,
-            endpoint,
-            region,
-            addressing_style,
-            max_attempts,
-            pool=transfer.max_concurrency + 2,
-        )
+        pool = transfer.max_concurrency + 2
+        store = _store(R, bucket, prefix, endpoint, region, addressing_style, max_attempts, pool=pool)
         started = time.monotonic()
         with _reporter(progress) as reporter:
             result = publish(
@@ -313,7 +286,7 @@ def promote_cmd(
     """Point CHANNEL of NAME at VERSION (which must have a manifest)."""
 
     def body() -> None:
-        store = _registry(bucket, prefix, endpoint, region, addressing_style, max_attempts)
+        store = _store(R, bucket, prefix, endpoint, region, addressing_style, max_attempts)
         pointer = promote(store, name, version, channel)
         was = f" (was {pointer.previous})" if pointer.previous else ""
         out.print(f"{name} {channel} -> {pointer.version}{was}")
@@ -334,7 +307,7 @@ def list_cmd(
     """List models, or the versions and channels of NAME."""
 
     def body() -> None:
-        store = _registry(bucket, prefix, endpoint, region, addressing_style, max_attempts)
+        store = _store(R, bucket, prefix, endpoint, region, addressing_style, max_attempts)
         store.check()
         out.print(_models_table(store) if name is None else _versions_table(store, name))
 
@@ -365,19 +338,13 @@ def verify_cmd(
     """
 
     def body() -> int:
-        registry = _registry(bucket, prefix, endpoint, region, addressing_style, max_attempts)
+        registry = _store(R, bucket, prefix, endpoint, region, addressing_style, max_attempts)
         registry.check()
         manifest = load_manifest(registry, name, version)
         target = registry
         if mirror_bucket is not None:
-            target = _mirror(
-                mirror_bucket,
-                mirror_prefix,
-                mirror_endpoint,
-                mirror_region,
-                mirror_addressing_style,
-                max_attempts,
-            )
+            m = (mirror_bucket, mirror_prefix, mirror_endpoint, mirror_region, mirror_addressing_style)
+            target = _store(M, *m, max_attempts)
             target.check()
         err.print(f"verifying {name} {version} in {target.settings.where}", soft_wrap=True)
         with _reporter(progress) as reporter:
@@ -424,9 +391,9 @@ def sync_cmd(
     def body() -> int:
         transfer = TransferSettings(part_size=part_size_mb * MiB, max_concurrency=concurrency)
         pool = transfer.max_concurrency * 2 + 4
-        registry = _registry(bucket, prefix, endpoint, region, addressing_style, max_attempts, pool=pool)
-        mirror = _mirror(
-            to_bucket, to_prefix, to_endpoint, to_region, to_addressing_style, max_attempts, pool=pool
+        registry = _store(R, bucket, prefix, endpoint, region, addressing_style, max_attempts, pool=pool)
+        mirror = _store(
+            M, to_bucket, to_prefix, to_endpoint, to_region, to_addressing_style, max_attempts, pool=pool
         )
         started = time.monotonic()
         with _reporter(progress) as reporter:

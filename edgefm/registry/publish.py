@@ -194,12 +194,9 @@ def publish(
         multipart: list[_MultipartFile] = []
         to_send = 0
         for key, entry in wanted.items():
-            obj = existing.get(key)
-            if obj is not None and obj.size == entry.size:
-                head = store.head(key) or {}
-                if head.get("Metadata", {}).get(SHA256_META) == entry.sha256:
-                    stats.files_skipped += 1
-                    continue
+            if store.holds(existing.get(key), entry.size, entry.sha256):
+                stats.files_skipped += 1
+                continue
             to_send += entry.size
             if entry.size < transfer.multipart_threshold:
                 small.append((key, entry))

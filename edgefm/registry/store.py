@@ -193,6 +193,16 @@ class Store:
         except BotoCoreError as exc:
             raise describe_error(exc, self.settings) from exc
 
+    def holds(self, obj: ObjectInfo | None, size: int, sha256: str) -> bool:
+        """Whether a listed object already has this content, going by size and sha256 metadata.
+
+        Cheap (one HEAD), so resume and sync use it to skip files; verify does not trust it.
+        """
+        if obj is None or obj.size != size:
+            return False
+        head = self.head(obj.key) or {}
+        return bool(head.get("Metadata", {}).get(SHA256_META) == sha256)
+
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
 

@@ -135,13 +135,10 @@ def sync(
     present = {o.key[len(prefix) :]: o for o in mirror.list_objects(prefix)}
     todo: list[FileEntry] = []
     for entry in manifest.files:
-        obj = present.get(entry.path)
-        if obj is not None and obj.size == entry.size:
-            head = mirror.head(prefix + entry.path) or {}
-            if head.get("Metadata", {}).get(SHA256_META) == entry.sha256:
-                result.skipped += 1
-                continue
-        todo.append(entry)
+        if mirror.holds(present.get(entry.path), entry.size, entry.sha256):
+            result.skipped += 1
+        else:
+            todo.append(entry)
     copy(todo)
     wanted = {e.path for e in manifest.files}
     result.removed = sorted(p for p in present if p not in wanted)
