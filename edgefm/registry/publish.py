@@ -248,12 +248,13 @@ def publish(
 def _prepare_multipart(
     store: Store, journal: Journal, key: str, path: Path, entry: FileEntry, transfer: TransferSettings
 ) -> _MultipartFile:
-    part_size = transfer.part_size_for(entry.size)
     pending = journal.get(key)
-    if pending and (pending.sha256, pending.size, pending.part_size) != (entry.sha256, entry.size, part_size):
-        # Our own earlier upload of other content (or another part size): its parts are useless.
+    if pending and (pending.sha256, pending.size) != (entry.sha256, entry.size):
+        # Our own earlier upload of other content: its parts are useless.
         _abort(store, key, pending.upload_id)
         pending = None
+    # A resumed upload keeps the part size it started with, whatever --part-size-mb says now.
+    part_size = pending.part_size if pending else transfer.part_size_for(entry.size)
     server_parts = _list_parts(store, key, pending.upload_id) if pending else None
     if pending is None or server_parts is None:
         upload_id = store.client.create_multipart_upload(
