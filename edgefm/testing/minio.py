@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -172,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         print(ensure_minio())
         return 0
     if args[:1] == ["serve"] and len(args) == 2:
+        # Stop MinIO on SIGTERM too, and on Ctrl-C even when started from a script as a background job.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         with run_minio(Path(args[1]).resolve()) as server:
             print(f"MinIO at {server.endpoint_url} (user {server.access_key}, password {server.secret_key})")
             with contextlib.suppress(KeyboardInterrupt):
