@@ -10,7 +10,6 @@ Bucket layout under the settings' prefix::
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -123,7 +122,6 @@ def is_not_found(exc: ClientError) -> bool:
 class ObjectInfo:
     key: str
     size: int
-    etag: str
 
 
 class Store:
@@ -219,15 +217,6 @@ class Store:
         except BotoCoreError as exc:
             raise describe_error(exc, self.settings) from exc
 
-    def get_json(self, key: str) -> Any:
-        data = self.get_bytes(key)
-        if data is None:
-            return None
-        try:
-            return json.loads(data)
-        except ValueError as exc:
-            raise RegistryError(f"s3://{self.bucket}/{key} is not valid JSON: {exc}") from None
-
     def put_bytes(self, key: str, data: bytes, *, content_type: str = "application/json") -> None:
         with self.errors():
             self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
@@ -270,7 +259,7 @@ class Store:
                 Bucket=self.bucket, Prefix=prefix
             ):
                 for obj in page.get("Contents", []):
-                    yield ObjectInfo(obj["Key"], obj["Size"], obj.get("ETag", "").strip('"'))
+                    yield ObjectInfo(obj["Key"], obj["Size"])
 
     def list_dirs(self, prefix: str) -> list[str]:
         """The immediate "subdirectory" names under ``prefix`` (which ends in '/')."""
