@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint typecheck unit test demo clean
+.PHONY: install minio lint typecheck unit test demo bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,14 +17,18 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
+# MinIO for the registry tests, built from its Go module into ~/.cache/edgefm/minio (cold: minutes; warm: instant).
+minio: install
+	$(BIN)/python -m edgefm.testing.minio build
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy edgefm components tests __main__.py
+	$(BIN)/mypy edgefm components tests bench __main__.py
 
-unit: install
+unit: install minio
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck unit
@@ -35,6 +39,10 @@ demo: install
 	  stack=$$(basename $$s .yaml); stack=$${stack#Pulumi.}; \
 	  echo; $(BIN)/python -m edgefm explain $$stack; \
 	done
+
+# `models publish` vs single-stream boto3 for a 1 GB model, side by side against a local MinIO.
+bench: install minio
+	$(BIN)/python bench/publish_throughput.py --reps 3
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache out .state

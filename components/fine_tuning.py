@@ -22,8 +22,9 @@ class FineTuningArgs:
     site: str
     settings: FineTuningSettings
     model: ModelRef
-    # Where ModelSync mirrors the foundation model inside the models bucket.
+    # Where ModelSync mirrors the foundation model inside the models bucket, and the mirror's key prefix.
     base_prefix: str
+    mirror_prefix: str
     serving_model_name: str
     storage_endpoint: str
     datasets: BucketAccess
@@ -57,11 +58,17 @@ class FineTuning(pulumi.ComponentResource):
         if s.gpus:
             limits["nvidia.com/gpu"] = str(s.gpus)
         mount_tmp = [k8s.core.v1.VolumeMountArgs(name="scratch", mount_path="/scratch")]
+        # The mirror holds the manifest ModelSync copied last: checking the files against it proves the base
+        # model is complete and intact without giving this pod any hub credentials.
         verify = k8s.core.v1.ContainerArgs(
             name="verify-base-model",
             image=args.tools_image,
-            args=["models", "verify-mirror", "--prefix", args.base_prefix],
-            env=[endpoint, *args.models.env("EDGEFM_MIRROR")],
+            args=["models", "verify", args.model.name, args.model.version or ""],
+            env=[
+                k8s.core.v1.EnvVarArgs(name="EDGEFM_REGISTRY_ENDPOINT_URL", value=args.storage_endpoint),
+                k8s.core.v1.EnvVarArgs(name="EDGEFM_REGISTRY_PREFIX", value=args.mirror_prefix),
+                *args.models.env("EDGEFM_REGISTRY"),
+            ],
             resources=k8s.core.v1.ResourceRequirementsArgs(
                 requests={"cpu": "250m", "memory": "256Mi"}, limits={"cpu": "1", "memory": "512Mi"}
             ),

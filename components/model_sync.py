@@ -26,11 +26,16 @@ class RegistryAccess:
     secret_access_key: pulumi.Input[str]
 
 
+MIRROR_PREFIX = "foundation"
+
+
 def mirror_prefix(model: ModelRef) -> str:
-    """Where a model lands in the site's models bucket: per pinned version, or one prefix per followed channel."""
-    if model.version is not None:
-        return f"foundation/{model.name}/{model.version}/"
-    return f"foundation/{model.name}/channel-{model.channel}/"
+    """Where `edgefm models sync` puts a version in the site's models bucket (the registry's own layout
+    under the `foundation` prefix). A published version is laid out as a Triton model repository, so
+    sites that do not fine-tune serve straight from here."""
+    if model.version is None:
+        raise ValueError(f"model {model.name} follows channel {model.channel!r}: pin it before building the site")
+    return f"{MIRROR_PREFIX}/{model.name}/{model.version}/files/"
 
 
 @dataclass
@@ -61,33 +66,42 @@ class ModelSync(pulumi.ComponentResource):
             },
             opts=child,
         )
-        selector = ["--version", args.model.version] if args.model.version else ["--channel", args.model.channel or ""]
         secret_ref = k8s.core.v1.SecretKeySelectorArgs
+
+        def from_secret(name: str, key: str) -> k8s.core.v1.EnvVarSourceArgs:
+            return k8s.core.v1.EnvVarSourceArgs(secret_key_ref=secret_ref(name=name, key=key))
+
+        mirror = args.models_bucket
         env = [
-            k8s.core.v1.EnvVarArgs(name="EDGEFM_REGISTRY_ENDPOINT", value=args.registry.endpoint),
+            k8s.core.v1.EnvVarArgs(name="EDGEFM_MODEL_NAME", value=args.model.name),
+            k8s.core.v1.EnvVarArgs(name="EDGEFM_MODEL_VERSION", value=args.model.version),
+            k8s.core.v1.EnvVarArgs(name="EDGEFM_REGISTRY_ENDPOINT_URL", value=args.registry.endpoint),
             k8s.core.v1.EnvVarArgs(name="EDGEFM_REGISTRY_BUCKET", value=args.registry.bucket),
             k8s.core.v1.EnvVarArgs(name="EDGEFM_REGISTRY_REGION", value=args.registry.region),
             k8s.core.v1.EnvVarArgs(
-                name="EDGEFM_REGISTRY_ACCESS_KEY_ID",
-                value_from=k8s.core.v1.EnvVarSourceArgs(
-                    secret_key_ref=secret_ref(name=REGISTRY_SECRET, key="accessKeyId")
-                ),
+                name="EDGEFM_REGISTRY_ACCESS_KEY_ID", value_from=from_secret(REGISTRY_SECRET, "accessKeyId")
             ),
             k8s.core.v1.EnvVarArgs(
-                name="EDGEFM_REGISTRY_SECRET_ACCESS_KEY",
-                value_from=k8s.core.v1.EnvVarSourceArgs(
-                    secret_key_ref=secret_ref(name=REGISTRY_SECRET, key="secretAccessKey")
-                ),
+                name="EDGEFM_REGISTRY_SECRET_ACCESS_KEY", value_from=from_secret(REGISTRY_SECRET, "secretAccessKey")
             ),
-            k8s.core.v1.EnvVarArgs(name="EDGEFM_MIRROR_ENDPOINT", value=args.storage_endpoint),
-            *args.models_bucket.env("EDGEFM_MIRROR"),
+            k8s.core.v1.EnvVarArgs(name="EDGEFM_MIRROR_ENDPOINT_URL", value=args.storage_endpoint),
+            k8s.core.v1.EnvVarArgs(name="EDGEFM_MIRROR_BUCKET", value=mirror.bucket),
+            k8s.core.v1.EnvVarArgs(name="EDGEFM_MIRROR_PREFIX", value=MIRROR_PREFIX),
+            k8s.core.v1.EnvVarArgs(
+                name="EDGEFM_MIRROR_ACCESS_KEY_ID", value_from=from_secret(mirror.secret_name, mirror.access_key_field)
+            ),
+            k8s.core.v1.EnvVarArgs(
+                name="EDGEFM_MIRROR_SECRET_ACCESS_KEY",
+                value_from=from_secret(mirror.secret_name, mirror.secret_key_field),
+            ),
+            k8s.core.v1.EnvVarArgs(name="EDGEFM_RESUME_DIR", value="/tmp/edgefm-resume"),
         ]
         container = k8s.core.v1.ContainerArgs(
             name="sync",
             image=args.settings.image,
             # `models sync` copies only files whose checksum differs, writes the manifest last, then runs
             # the same verification as `edgefm models verify` and exits non-zero on any difference.
-            args=["models", "sync", args.model.name, *selector, "--to-prefix", self.prefix],
+            args=["models", "sync"],
             env=env,
             resources=k8s.core.v1.ResourceRequirementsArgs(
                 requests={"cpu": "250m", "memory": "256Mi"}, limits={"cpu": "2", "memory": "1Gi"}

@@ -14,7 +14,7 @@ from components.fine_tuning import FINETUNED_PREFIX, FineTuning, FineTuningArgs
 from components.gpu_operator import GpuOperator, GpuOperatorArgs
 from components.kube import SYSTEM_NAMESPACE, WORKLOAD_NAMESPACE, meta
 from components.model_serving import ModelServing, ModelServingArgs
-from components.model_sync import ModelSync, ModelSyncArgs, RegistryAccess
+from components.model_sync import MIRROR_PREFIX, ModelSync, ModelSyncArgs, RegistryAccess
 from components.monitoring import Monitoring, MonitoringArgs
 from components.site_storage import SiteStorage, SiteStorageArgs
 from edgefm.config import SiteSpec
@@ -140,6 +140,7 @@ class SpokeAppliance(pulumi.ComponentResource):
                     settings=prof.fine_tuning,
                     model=prof.model,
                     base_prefix=sync.prefix,
+                    mirror_prefix=MIRROR_PREFIX,
                     serving_model_name=prof.serving.model_name,
                     storage_endpoint=self.storage.endpoint,
                     datasets=buckets["datasets"],

@@ -11,8 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from edgefm.affected import affected
+from edgefm.model_pin import pin_channel, registry_resolver
 from edgefm.placement import PLACEMENT_FILE, PlacementPolicy, load_policy
 from edgefm.problems import ConfigError
+from edgefm.registry.cli import models_app
 from edgefm.stacks import (
     HUB_STACK,
     check_fleet,
@@ -26,6 +28,7 @@ from edgefm.stacks import (
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+app.add_typer(models_app, name="models")
 
 PlacementOpt = Annotated[Path, typer.Option("--placement", help="Placement policy file.")]
 StacksOpt = Annotated[Path, typer.Option("--stacks-dir", help="Directory of Pulumi.<stack>.yaml files.")]
@@ -92,7 +95,7 @@ def explain(
             }
             _print(data, as_json)
             return
-        resolved = resolve_site_file(path, policy, env={})
+        resolved = pin_channel(resolve_site_file(path, policy, env={}), registry_resolver())
     except ConfigError as exc:
         for problem in exc.problems:
             err.print(str(problem), markup=False)

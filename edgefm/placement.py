@@ -108,6 +108,26 @@ def _set_path(tree: dict[str, Any], path: str, value: Any) -> None:
     node[leaf] = copy.deepcopy(value)
 
 
+# A layer that picks one of these drops the other: a profile following a channel replaces a pinned version.
+EXCLUSIVE = {"model.version": "model.channel", "model.channel": "model.version"}
+
+
+def _apply(tree: dict[str, Any], sources: dict[str, str], key: str, value: Any, source: str) -> None:
+    """Sets one dotted key from a layer and records where it came from."""
+    _set_path(tree, key, value)
+    for stale in [k for k in sources if k == key or k.startswith(key + ".")]:
+        del sources[stale]
+    sources[key] = source
+    other = EXCLUSIVE.get(key)
+    if other is not None:
+        parent, _, leaf = other.rpartition(".")
+        node = tree
+        for part in parent.split("."):
+            node = node.get(part, {})
+        node.pop(leaf, None)
+        sources.pop(other, None)
+
+
 def _known_paths(tree: Mapping[str, Any]) -> set[str]:
     """Every dotted path in a profile tree, interior nodes included (an override may replace a subtree)."""
     paths: set[str] = set()
@@ -142,7 +162,7 @@ def parse_policy(raw: object, label: str = PLACEMENT_FILE) -> PlacementPolicy:
         SiteProfile.model_validate(policy.defaults)
     except ValidationError as exc:
         problems += from_validation_error(label, "defaults", exc)
-    known = _known_paths(policy.defaults)
+    known = _known_paths(policy.defaults) | set(EXCLUSIVE)
     for i, prof in enumerate(policy.profiles):
         where = f"profiles[{i}]({prof.name})"
         for key, values in prof.selector.keys_and_values():
@@ -165,8 +185,9 @@ def parse_policy(raw: object, label: str = PLACEMENT_FILE) -> PlacementPolicy:
             if key not in known:
                 problems.append(Problem(label, f"{where}.overridable", f"{key!r} is not a profile key"))
         merged = copy.deepcopy(policy.defaults)
+        scratch: dict[str, str] = {}
         for key, value in flatten(prof.set).items():
-            _set_path(merged, key, value)
+            _apply(merged, scratch, key, value, prof.name)
         try:
             SiteProfile.model_validate(merged)
         except ValidationError as exc:
@@ -186,6 +207,8 @@ class ResolvedSite:
     matched: list[str]
     # Dotted profile key → "defaults", "profile:<name>" or "override".
     sources: dict[str, str] = field(default_factory=dict)
+    # The registry channel the model version was resolved from, when the profile follows one.
+    channel: str | None = None
 
     def source_of(self, key: str) -> str:
         """Where a setting came from: the layer that set it or the nearest enclosing subtree."""
@@ -204,6 +227,9 @@ class ResolvedSite:
             "matchedProfiles": self.matched,
             "overrides": sorted(k for k, v in self.sources.items() if v == "override"),
             "components": enabled_components(self),
+            "modelChannel": None
+            if self.channel is None
+            else {"channel": self.channel, "resolvesTo": self.profile.model.version},
             "profile": self.profile.model_dump(mode="json", by_alias=True),
             "sources": dict(sorted(self.sources.items())),
         }
@@ -262,10 +288,7 @@ def resolve(stack: str, site: SiteSpec, policy: PlacementPolicy) -> ResolvedSite
                     )
                 )
             set_by[key] = (prof, value)
-            _set_path(tree, key, value)
-            for stale in [k for k in sources if k.startswith(key + ".")]:
-                del sources[stale]
-            sources[key] = f"profile:{prof.name}"
+            _apply(tree, sources, key, value, f"profile:{prof.name}")
 
     allowed = {k for p in matched for k in p.overridable}
     for override, new in site.overrides.items():
@@ -275,10 +298,7 @@ def resolve(stack: str, site: SiteSpec, policy: PlacementPolicy) -> ResolvedSite
             )
             problems.append(Problem(stack, f"edgefm:site.overrides.{override}", f"not overridable ({hint})"))
             continue
-        _set_path(tree, override, new)
-        for stale in [k for k in sources if k == override or k.startswith(override + ".")]:
-            del sources[stale]
-        sources[override] = "override"
+        _apply(tree, sources, override, new, "override")
     if problems:
         raise ConfigError(problems)
 

@@ -13,6 +13,7 @@ import pulumi
 from components.hub_cluster import HubCluster, HubClusterArgs
 from components.model_sync import RegistryAccess
 from components.spoke_appliance import SpokeAppliance, SpokeApplianceArgs
+from edgefm.model_pin import pin_channel, registry_resolver
 from edgefm.placement import PLACEMENT_FILE, PlacementPolicy, ResolvedSite, load_policy, resolve
 from edgefm.problems import ConfigError
 from edgefm.stacks import (
@@ -60,6 +61,7 @@ def build_site(parsed: SiteStack, resolved: ResolvedSite, hub_outputs: pulumi.St
     pulumi.export("site", site)
     pulumi.export("matchedProfiles", resolved.matched)
     pulumi.export("components", explained["components"])
+    pulumi.export("modelChannel", explained["modelChannel"])
     pulumi.export("profile", explained["profile"])
     pulumi.export("kubeconfig", spoke.cluster.kubeconfig)
     pulumi.export("storageEndpoint", spoke.storage.endpoint)
@@ -131,7 +133,7 @@ def run(stack: str, root: Path) -> None:
             build_hub(parsed_hub, policy, sorted(r.site.name for r in fleet.sites.values()))
             return
         parsed = parse_site(stack, read_engine_config(SITE_KEYS))
-        resolved = resolve(stack, parsed.site, policy)
+        resolved = pin_channel(resolve(stack, parsed.site, policy), registry_resolver())
     except ConfigError as exc:
         for problem in exc.problems:
             pulumi.log.error(str(problem))

@@ -271,14 +271,12 @@ def test_model_sync_uses_site_read_credentials_and_the_profile_version() -> None
     run = run_for(STACKS / "Pulumi.site-bridge-south.yaml")
     cron = unwrap(run.one("kubernetes:batch/v1:CronJob").inputs)
     (container,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
-    assert container["args"][:5] == [
-        "models",
-        "sync",
-        "bridge-defect-vit",
-        "--version",
-        "1.1.0",
-    ]  # canary profile
+    assert container["args"] == ["models", "sync"]
     env = {e["name"]: e for e in container["env"]}
+    assert env["EDGEFM_MODEL_NAME"]["value"] == "bridge-defect-vit"
+    assert env["EDGEFM_MODEL_VERSION"]["value"] == "1.1.0"  # the canary profile's version
+    assert env["EDGEFM_REGISTRY_ENDPOINT_URL"]["value"] == "https://registry.hub.example.test"
+    assert env["EDGEFM_MIRROR_PREFIX"]["value"] == "foundation"
     assert env["EDGEFM_REGISTRY_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "hub-registry-read"
     assert env["EDGEFM_MIRROR_BUCKET"]["value"] == "bridge-south-models"
     secret = run.one("kubernetes:core/v1:Secret", "-model-sync-registry")
