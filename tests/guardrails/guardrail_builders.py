@@ -95,9 +95,7 @@ def container(
     return c
 
 
-def pod_spec(
-    containers: Sequence[Mapping[str, Any]], init: Sequence[Mapping[str, Any]] = ()
-) -> dict[str, Any]:
+def pod_spec(containers: Sequence[Mapping[str, Any]], init: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     spec: dict[str, Any] = {"containers": [dict(c) for c in containers]}
     if init:
         spec["initContainers"] = [dict(c) for c in init]
@@ -260,9 +258,7 @@ def object_bucket_claim(
         "metadata": meta(f"storage-{purpose}", stack, labels={"edgefm.io/bucket": purpose}, annotations=ann),
         "spec": {"bucketName": bucket, "storageClassName": "openshift-storage.noobaa.io", **spec},
     }
-    return resource(
-        stack, "kubernetes:objectbucket.io/v1alpha1:ObjectBucketClaim", f"storage-{purpose}", props
-    )
+    return resource(stack, "kubernetes:objectbucket.io/v1alpha1:ObjectBucketClaim", f"storage-{purpose}", props)
 
 
 def helm_chart(name: str, values_yaml: str, *, stack: str = SITE_STACK) -> Resource:

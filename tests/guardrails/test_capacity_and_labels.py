@@ -124,10 +124,7 @@ def test_labels_only_apply_to_kubernetes_objects() -> None:
     assert check_labels(resource(HUB, "aws:s3/bucket:Bucket", "registry", {}), LabelsConfig()) == []
     chart = resource(HUB, "kubernetes:helm.sh/v3:Release", "grafana", {"values": {}})
     assert check_labels(chart, LabelsConfig()) == []
-    assert (
-        len(check_labels(resource(HUB, "kubernetes:core/v1:Secret", "s", {"metadata": {}}), LabelsConfig()))
-        == 1
-    )
+    assert len(check_labels(resource(HUB, "kubernetes:core/v1:Secret", "s", {"metadata": {}}), LabelsConfig())) == 1
 
 
 def test_additional_labels_are_configurable() -> None:

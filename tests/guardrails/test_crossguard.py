@@ -65,9 +65,7 @@ def run_resource_policy(
     policy = by_name()[name].policy
     assert isinstance(policy, ResourceValidationPolicy)
     reported: list[tuple[str, str | None]] = []
-    args = ResourceValidationArgs(
-        type_, engine_props(props), urn, urn.rsplit("::", 1)[-1], OPTS, None, config or {}
-    )
+    args = ResourceValidationArgs(type_, engine_props(props), urn, urn.rsplit("::", 1)[-1], OPTS, None, config or {})
     policy.validate(args, recorder(reported))
     return reported
 
@@ -119,9 +117,7 @@ def test_unknown_values_in_preview_do_not_abort_the_policy() -> None:
     bad = container("sidecar", "docker.io/library/busybox:latest")
     d = deployment("triton", [c, bad])
     reported = run_resource_policy("images-pinned-allowed-registries", d.props, d.type, d.urn)
-    assert [m for m, _ in reported if "sidecar" in m] and not [
-        m for m, _ in reported if "'triton'" in m.split(":")[1]
-    ]
+    assert [m for m, _ in reported if "sidecar" in m] and not [m for m, _ in reported if "'triton'" in m.split(":")[1]]
 
 
 def test_stack_policy_reports_with_urns_and_dependencies() -> None:

@@ -71,9 +71,7 @@ def aws_hub(policy: Any, **kw: Any) -> list[Resource]:
 
 @pytest.mark.parametrize("by_dependency", [False, True])
 def test_the_programs_read_only_site_policy_passes(by_dependency: bool) -> None:
-    assert (
-        check_site_identities(aws_hub(doc(*READ_STATEMENTS, DECRYPT), by_dependency=by_dependency), CFG) == []
-    )
+    assert check_site_identities(aws_hub(doc(*READ_STATEMENTS, DECRYPT), by_dependency=by_dependency), CFG) == []
 
 
 def test_write_to_the_registry() -> None:
@@ -157,9 +155,7 @@ def test_managed_policies() -> None:
         {"user": "edgefm-site-bridge-north", "policyArn": "arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess"},
     )
     found = check_site_identities([registry_bucket(), user, managed], CFG)
-    assert (
-        len(found) == 1 and "its text is not in the stack" in found[0].message and found[0].urn == managed.urn
-    )
+    assert len(found) == 1 and "its text is not in the stack" in found[0].message and found[0].urn == managed.urn
 
     own = resource(
         HUB,
@@ -177,9 +173,7 @@ def test_managed_policies() -> None:
         {"users": ["edgefm-site-bridge-north"], "policyArn": "arn:aws:iam::1:policy/site-rw"},
     )
     found = check_site_identities([registry_bucket(), user, own, attach], CFG)
-    assert (
-        len(found) == 1 and "Policy 'site-rw' attached by PolicyAttachment 'attach-own'" in found[0].message
-    )
+    assert len(found) == 1 and "Policy 'site-rw' attached by PolicyAttachment 'attach-own'" in found[0].message
 
 
 def test_unparseable_policy() -> None:
@@ -243,9 +237,7 @@ def test_datacenter_read_only_sites_pass() -> None:
 
 
 def test_datacenter_site_with_a_write_policy() -> None:
-    rw = [
-        {"name": "edgefm-site-rw", "statements": [{"resources": [f"{ARN}/*"], "actions": ["s3:PutObject"]}]}
-    ]
+    rw = [{"name": "edgefm-site-rw", "statements": [{"resources": [f"{ARN}/*"], "actions": ["s3:PutObject"]}]}]
     chart = minio_registry([site_user_entry("bridge-north", "edgefm-site-rw")], rw)
     found = check_site_identities([chart, site_secret("bridge-north")], CFG)
     assert len(found) == 1 and found[0].urn == chart.urn
@@ -256,9 +248,7 @@ def test_datacenter_site_with_a_write_policy() -> None:
     assert "allows s3:PutObject on the model registry edgefm-models" in found[0].message
 
 
-@pytest.mark.parametrize(
-    ("builtin", "bad"), [("readonly", False), ("readwrite", True), ("consoleAdmin", True)]
-)
+@pytest.mark.parametrize(("builtin", "bad"), [("readonly", False), ("readwrite", True), ("consoleAdmin", True)])
 def test_minio_builtin_policies(builtin: str, bad: bool) -> None:
     chart = minio_registry([site_user_entry("bridge-north", builtin)], [])
     found = check_site_identities([chart, site_secret("bridge-north")], CFG)

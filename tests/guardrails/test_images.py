@@ -42,9 +42,7 @@ def test_the_programs_images_pass_the_default_list(image: str) -> None:
         ),
     ],
 )
-def test_parse_image_normalises_docker_hub(
-    ref: str, repository: str, tag: str | None, digest: str | None
-) -> None:
+def test_parse_image_normalises_docker_hub(ref: str, repository: str, tag: str | None, digest: str | None) -> None:
     image = parse_image(ref)
     assert image is not None
     assert (image.repository, image.tag, image.digest) == (repository, tag, digest)
@@ -107,9 +105,7 @@ def test_unknown_image_is_left_for_update_time() -> None:
 def test_config_replaces_the_allowed_list() -> None:
     cfg = ImagesConfig.from_config({"allowedRegistries": ["registry.site.local/mirror"]})
     assert image_problems("registry.site.local/mirror/nvidia/tritonserver:25.01-py3", cfg) == []
-    assert any(
-        "not an allowed registry" in p for p in image_problems("nvcr.io/nvidia/tritonserver:25.01-py3", cfg)
-    )
+    assert any("not an allowed registry" in p for p in image_problems("nvcr.io/nvidia/tritonserver:25.01-py3", cfg))
 
 
 def test_config_rejects_wrong_types() -> None:
@@ -153,9 +149,7 @@ def test_helm_chart_values_are_checked() -> None:
         ),
     )
     messages = [v.message for v in check_images(bad, DEFAULT)]
-    assert any(
-        "HelmChart 'minio'" in m and "spec.valuesContent image" in m and "latest" in m for m in messages
-    )
+    assert any("HelmChart 'minio'" in m and "spec.valuesContent image" in m and "latest" in m for m in messages)
     assert any("not an allowed registry" in m for m in messages)
 
 

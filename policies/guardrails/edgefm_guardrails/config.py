@@ -76,12 +76,7 @@ def _int(cfg: Mapping[str, Any], key: str, default: int, minimum: int) -> int:
     if value is None:
         return default
     # JSON numbers arrive as floats through protobuf Structs.
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or value != int(value)
-        or value < minimum
-    ):
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) or value < minimum:
         raise ValueError(f"policy config {key} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
@@ -114,9 +109,7 @@ class ResourcesConfig:
     required_limits: tuple[str, ...] = DEFAULT_REQUIRED_RESOURCES
 
     PROPERTIES: ClassVar[dict[str, dict[str, Any]]] = {
-        "requiredRequests": _string_list(
-            "Resources every container must request.", DEFAULT_REQUIRED_RESOURCES
-        ),
+        "requiredRequests": _string_list("Resources every container must request.", DEFAULT_REQUIRED_RESOURCES),
         "requiredLimits": _string_list("Resources every container must limit.", DEFAULT_REQUIRED_RESOURCES),
     }
 
@@ -196,9 +189,7 @@ class StorageConfig:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> StorageConfig:
-        return cls(
-            _strings(cfg, "registryBuckets", ()), _strings(cfg, "sseAlgorithms", DEFAULT_SSE_ALGORITHMS)
-        )
+        return cls(_strings(cfg, "registryBuckets", ()), _strings(cfg, "sseAlgorithms", DEFAULT_SSE_ALGORITHMS))
 
 
 @dataclass(frozen=True)

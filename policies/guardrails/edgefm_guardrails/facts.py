@@ -130,9 +130,7 @@ def read_facts(resources: Sequence[Resource]) -> SiteFacts:
         raise FactsError(f"no ConfigMap {FACTS_NAMESPACE}/{FACTS_NAME} in the stack")
     raw = get(r.props, "data", FACTS_KEY)
     if raw is UNKNOWN:
-        raise FactsError(
-            f"ConfigMap {FACTS_NAMESPACE}/{FACTS_NAME} data.{FACTS_KEY} is not known during preview"
-        )
+        raise FactsError(f"ConfigMap {FACTS_NAMESPACE}/{FACTS_NAME} data.{FACTS_KEY} is not known during preview")
     if not isinstance(raw, str):
         raise FactsError(f"ConfigMap {FACTS_NAMESPACE}/{FACTS_NAME} has no data.{FACTS_KEY}")
     try:
@@ -153,16 +151,13 @@ def check_site_facts(resources: Sequence[Resource]) -> list[Violation]:
     except FactsError as exc:
         r = find_facts_resource(resources)
         return [
-            Violation(
-                f"site stack {stack}: {exc}; guardrails that need site facts cannot run", r.urn if r else None
-            )
+            Violation(f"site stack {stack}: {exc}; guardrails that need site facts cannot run", r.urn if r else None)
         ]
     out: list[Violation] = []
     if facts.site != site:
         out.append(
             Violation(
-                f"ConfigMap {FACTS_NAMESPACE}/{FACTS_NAME} names site {facts.site!r}, but the stack is "
-                f"{stack}",
+                f"ConfigMap {FACTS_NAMESPACE}/{FACTS_NAME} names site {facts.site!r}, but the stack is {stack}",
                 facts.urn,
             )
         )

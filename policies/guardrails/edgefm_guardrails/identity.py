@@ -89,9 +89,7 @@ def registry_buckets(resources: Sequence[Resource], cfg: IdentityConfig) -> set[
         elif is_onsite_bucket(r) and labels_of(r).get(BUCKET_LABEL) == REGISTRY_PURPOSE:
             found.append(bucket_name(r))
         elif helm_chart_name(r) == MINIO_CHART and labels_of(r).get(COMPONENT) == REGISTRY_COMPONENT:
-            found += [
-                get(b, "name") for _w, values in helm_values(r) for b in as_list(get(values, "buckets"))
-            ]
+            found += [get(b, "name") for _w, values in helm_values(r) for b in as_list(get(values, "buckets"))]
         names.update(n for n in found if isinstance(n, str))
     return names
 
@@ -113,15 +111,11 @@ def statement_problems(st: Statement, registry: set[str], cfg: IdentityConfig) -
     if writes:
         if not registry:
             # Without a known registry bucket every write might land there.
-            problems.append(
-                f"{st.label} allows write actions {', '.join(writes)} and the registry bucket is unknown"
-            )
+            problems.append(f"{st.label} allows write actions {', '.join(writes)} and the registry bucket is unknown")
         else:
             hit = sorted(b for b in registry if covers_bucket(st, b))
             if hit:
-                problems.append(
-                    f"{st.label} allows {', '.join(writes)} on the model registry {', '.join(hit)}"
-                )
+                problems.append(f"{st.label} allows {', '.join(writes)} on the model registry {', '.join(hit)}")
     return problems
 
 
@@ -147,9 +141,7 @@ def _site_users(resources: Sequence[Resource]) -> dict[str, tuple[Resource, str]
     return out
 
 
-def _user_of(
-    r: Resource, prop: str, users: Mapping[str, tuple[Resource, str]]
-) -> Iterator[tuple[Resource, str]]:
+def _user_of(r: Resource, prop: str, users: Mapping[str, tuple[Resource, str]]) -> Iterator[tuple[Resource, str]]:
     value = r.get(prop)
     targets = as_list(value) if isinstance(value, list) else [value]
     for urn, (user, site) in users.items():
@@ -167,13 +159,9 @@ def aws_site_documents(resources: Sequence[Resource]) -> tuple[list[Document], l
     def attached(att: Resource, user: Resource, site: str) -> None:
         arn = att.get("policyArn")
         found = [p for urn, p in policies.items() if urn in att.property_dependencies.get("policyArn", ())]
-        found += [
-            p for p in policies.values() if isinstance(arn, str) and p.get("arn") == arn and p not in found
-        ]
+        found += [p for p in policies.values() if isinstance(arn, str) and p.get("arn") == arn and p not in found]
         if found:
-            docs.extend(
-                Document(site, p, f"{p.label} attached by {att.label}", p.get("policy")) for p in found
-            )
+            docs.extend(Document(site, p, f"{p.label} attached by {att.label}", p.get("policy")) for p in found)
         elif arn is not UNKNOWN:
             unverifiable.append(
                 Violation(
@@ -253,9 +241,7 @@ def minio_chart_site_documents(
         if helm_chart_name(r) != MINIO_CHART:
             continue
         for where, values in helm_values(r):
-            policies = {
-                get(p, "name"): as_list(get(p, "statements")) for p in as_list(get(values, "policies"))
-            }
+            policies = {get(p, "name"): as_list(get(p, "statements")) for p in as_list(get(values, "policies"))}
             for user in as_list(get(values, "users")):
                 key = get(user, "accessKey")
                 site = secret_sites.get(str(get(user, "existingSecret")))
@@ -306,9 +292,7 @@ def minio_policy_documents(resources: Sequence[Resource], held: Mapping[str, set
             if field_name == "data" and is_kind(r, "core", "Secret"):
                 entries = {k: _b64_text(v) if isinstance(v, str) else v for k, v in entries.items()}
             named = held.get(str(entries.get("policyName")), set())
-            sites = sorted(
-                named | ({annotated} if isinstance(annotated, str) and annotated != HUB_STACK else set())
-            )
+            sites = sorted(named | ({annotated} if isinstance(annotated, str) and annotated != HUB_STACK else set()))
             if not sites:
                 continue
             for key, value in entries.items():

@@ -97,9 +97,7 @@ def image_problems(ref: str, cfg: ImagesConfig, *, tag_required: bool = True) ->
             problems.append(f"image {ref!r} has a malformed digest (want sha256:<64 hex>)")
     elif image.tag is None:
         if tag_required:
-            problems.append(
-                f"image {ref!r} has no tag or digest (it floats on latest); pin a version or digest"
-            )
+            problems.append(f"image {ref!r} has no tag or digest (it floats on latest); pin a version or digest")
     elif image.tag.lower() in {t.lower() for t in cfg.floating_tags}:
         problems.append(f"image {ref!r} uses the floating tag {image.tag!r}; pin a version or digest")
     elif not _TAG.match(image.tag):

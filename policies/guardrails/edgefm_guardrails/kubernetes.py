@@ -29,9 +29,7 @@ _SUFFIXES: Final = {
     **{s: Decimal(10) ** e for s, e in (("n", -9), ("u", -6), ("m", -3), ("k", 3), ("K", 3), ("M", 6))},
     **{s: Decimal(10) ** e for s, e in (("G", 9), ("T", 12), ("P", 15), ("E", 18))},
 }
-_QUANTITY = re.compile(
-    r"^(?P<num>[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?)(?P<suffix>[KMGTPE]i|[numkKMGTPE])?$"
-)
+_QUANTITY = re.compile(r"^(?P<num>[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?)(?P<suffix>[KMGTPE]i|[numkKMGTPE])?$")
 # SYS_ADMIN (or every capability) is privileged in all but name.
 _PRIVILEGED_CAPABILITIES: Final = frozenset({"ALL", "SYS_ADMIN", "CAP_SYS_ADMIN"})
 EXTERNAL_SERVICE_TYPES: Final = ("LoadBalancer", "NodePort")
@@ -70,23 +68,17 @@ def check_requests_and_limits(r: Resource, cfg: ResourcesConfig) -> list[Violati
         missing_lim = [k for k in cfg.required_limits if limits.get(k) in (None, "")]
         if missing_req:
             out.append(
-                Violation(
-                    f"{r.label}: {c.label} declares no resource requests for {', '.join(missing_req)}", r.urn
-                )
+                Violation(f"{r.label}: {c.label} declares no resource requests for {', '.join(missing_req)}", r.urn)
             )
         if missing_lim:
             out.append(
-                Violation(
-                    f"{r.label}: {c.label} declares no resource limits for {', '.join(missing_lim)}", r.urn
-                )
+                Violation(f"{r.label}: {c.label} declares no resource limits for {', '.join(missing_lim)}", r.urn)
             )
         for key, req in requests.items():
             lim = limits.get(key)
             req_q, lim_q = parse_quantity(req), parse_quantity(lim)
             if req_q is not None and lim_q is not None and req_q > lim_q:
-                out.append(
-                    Violation(f"{r.label}: {c.label} requests {key} {req} above its limit {lim}", r.urn)
-                )
+                out.append(Violation(f"{r.label}: {c.label} requests {key} {req} above its limit {lim}", r.urn))
     return out
 
 
@@ -112,8 +104,7 @@ def check_privileged(r: Resource, cfg: PrivilegedConfig) -> list[Violation]:
             allowed = ", ".join(cfg.privileged_namespaces) or "none"
             out.append(
                 Violation(
-                    f"{r.label}: {c.label} {why}; privileged containers are allowed only in "
-                    f"namespaces {allowed}",
+                    f"{r.label}: {c.label} {why}; privileged containers are allowed only in namespaces {allowed}",
                     r.urn,
                 )
             )

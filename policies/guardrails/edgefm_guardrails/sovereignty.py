@@ -160,9 +160,7 @@ def _aws_problems(resources: Sequence[Resource], datasets: str) -> list[Violatio
         elif r.type in AWS_LIFECYCLE_TYPES:
             for rule in as_list(r.get("rules")):
                 if as_list(get(rule, "transitions")) or as_list(get(rule, "noncurrentVersionTransitions")):
-                    out.append(
-                        Violation(f"{r.label} transitions objects of the datasets bucket {datasets}", r.urn)
-                    )
+                    out.append(Violation(f"{r.label} transitions objects of the datasets bucket {datasets}", r.urn))
                     break
     return out
 

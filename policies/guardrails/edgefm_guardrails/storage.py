@@ -113,9 +113,7 @@ def aws_bucket_is_registry(bucket: Resource, cfg: StorageConfig | None = None) -
     name = _bucket_name(bucket)
     tags = as_mapping(bucket.props.get("tags"))
     named = cfg is not None and isinstance(name, str) and name in cfg.registry_buckets
-    tagged = (
-        tags.get(BUCKET_LABEL) == REGISTRY_PURPOSE or tags.get(EDGEFM_COMPONENT_TAG) == REGISTRY_COMPONENT
-    )
+    tagged = tags.get(BUCKET_LABEL) == REGISTRY_PURPOSE or tags.get(EDGEFM_COMPONENT_TAG) == REGISTRY_COMPONENT
     return named or (bucket.stack == HUB_STACK and tagged)
 
 
@@ -148,9 +146,7 @@ def _bucket_policy_problems(policy: Resource, name: Any) -> tuple[list[str], boo
         if denies_insecure_transport(st) and (not isinstance(name, str) or covers_bucket(st, name)):
             tls = True
         if st.effect == "Allow" and principal_is_everyone(st.principal) and not st.condition:
-            problems.append(
-                f'{policy.label} {st.label} allows everyone (Principal "*"): the bucket is public'
-            )
+            problems.append(f'{policy.label} {st.label} allows everyone (Principal "*"): the bucket is public')
     return problems, tls
 
 
@@ -173,25 +169,15 @@ def check_aws_buckets(resources: Sequence[Resource], cfg: StorageConfig) -> list
 
         blocks = companions(b, resources, PUBLIC_ACCESS_BLOCK_TYPES)
         if not blocks:
-            out.append(
-                Violation(f"{shown} has no BucketPublicAccessBlock (all four blocks must be true)", b.urn)
-            )
+            out.append(Violation(f"{shown} has no BucketPublicAccessBlock (all four blocks must be true)", b.urn))
         for blk in blocks:
-            off = [
-                f
-                for f in PUBLIC_ACCESS_FLAGS
-                if blk.props.get(f) is not True and blk.props.get(f) is not UNKNOWN
-            ]
+            off = [f for f in PUBLIC_ACCESS_FLAGS if blk.props.get(f) is not True and blk.props.get(f) is not UNKNOWN]
             if off:
                 out.append(Violation(f"{shown}: {blk.label} leaves {', '.join(off)} off", blk.urn))
 
         sses = companions(b, resources, SSE_TYPES)
         if not sses:
-            out.append(
-                Violation(
-                    f"{shown} has no BucketServerSideEncryptionConfiguration (encryption at rest)", b.urn
-                )
-            )
+            out.append(Violation(f"{shown} has no BucketServerSideEncryptionConfiguration (encryption at rest)", b.urn))
         for sse in sses:
             rules = as_list(sse.props.get("rules"))
             algos = [get(rule, "applyServerSideEncryptionByDefault", "sseAlgorithm") for rule in rules]
@@ -277,9 +263,7 @@ def check_onsite_bucket(r: Resource, cfg: StorageConfig) -> list[Violation]:
         out.append(Violation(f"{shown} does not declare annotation {BUCKET_NAME_ANNOTATION}", r.urn))
     public = declared(PUBLIC_ANNOTATION)
     if public is not None and public is not UNKNOWN and public != "false":
-        out.append(
-            Violation(f"{shown} is public ({PUBLIC_ANNOTATION}={public!r}); buckets must be private", r.urn)
-        )
+        out.append(Violation(f"{shown} is public ({PUBLIC_ANNOTATION}={public!r}); buckets must be private", r.urn))
     enc = declared(ENCRYPTION_ANNOTATION)
     if enc is not None and enc is not UNKNOWN and enc not in ENCRYPTED_VALUES:
         out.append(
@@ -290,12 +274,7 @@ def check_onsite_bucket(r: Resource, cfg: StorageConfig) -> list[Violation]:
             )
         )
     versioning = declared(VERSIONING_ANNOTATION)
-    if (
-        onsite_is_registry(r, cfg)
-        and versioning is not None
-        and versioning is not UNKNOWN
-        and versioning != "true"
-    ):
+    if onsite_is_registry(r, cfg) and versioning is not None and versioning is not UNKNOWN and versioning != "true":
         out.append(
             Violation(
                 f"{shown} holds the model registry but {VERSIONING_ANNOTATION}={versioning!r}; "
@@ -322,9 +301,7 @@ def check_minio_chart_buckets(r: Resource, cfg: StorageConfig) -> list[Violation
     out: list[Violation] = []
     for where, values in helm_values(r):
         commands = " ".join(
-            str(get(c, "command") or "")
-            for c in as_list(get(values, "customCommands"))
-            if isinstance(c, Mapping)
+            str(get(c, "command") or "") for c in as_list(get(values, "customCommands")) if isinstance(c, Mapping)
         )
         for bucket in as_list(get(values, "buckets")):
             name = get(bucket, "name")
@@ -333,16 +310,11 @@ def check_minio_chart_buckets(r: Resource, cfg: StorageConfig) -> list[Violation
             shown = f"{r.label}: {where} bucket {name}"
             policy = get(bucket, "policy")
             if policy not in (None, MINIO_PRIVATE_POLICY):
-                out.append(
-                    Violation(f"{shown} has anonymous policy {policy!r}; buckets must be private", r.urn)
-                )
-            if not re.search(
-                rf"\bencrypt\s+set\s+sse-(s3|kms)\b[^;]*/{re.escape(name)}(?![A-Za-z0-9.-])", commands
-            ):
+                out.append(Violation(f"{shown} has anonymous policy {policy!r}; buckets must be private", r.urn))
+            if not re.search(rf"\bencrypt\s+set\s+sse-(s3|kms)\b[^;]*/{re.escape(name)}(?![A-Za-z0-9.-])", commands):
                 out.append(
                     Violation(
-                        f"{shown} is not encrypted at rest (no `encrypt set sse-s3 .../{name}` "
-                        "custom command)",
+                        f"{shown} is not encrypted at rest (no `encrypt set sse-s3 .../{name}` custom command)",
                         r.urn,
                     )
                 )
@@ -395,8 +367,7 @@ def check_tls_endpoints(r: Resource) -> list[Violation]:
                 if problem:
                     out.append(
                         Violation(
-                            f"{r.label}: {c.label} env {var}: {problem}; object storage is "
-                            "reached over TLS only",
+                            f"{r.label}: {c.label} env {var}: {problem}; object storage is reached over TLS only",
                             r.urn,
                         )
                     )
