@@ -118,12 +118,16 @@ C = TypeVar("C", bound=Settings)
 
 @dataclass(frozen=True)
 class Guardrail:
-    """One policy of the pack: its name, what it guards, how it runs and how strictly."""
+    """One policy of the pack: its name, what it guards, how it runs and how strictly.
+
+    `evaluate` runs the same check on plain resources, without CrossGuard (tests, rendered manifests).
+    """
 
     name: str
     description: str
     level: EnforcementLevel
     policy: Policy
+    evaluate: Callable[[Sequence[Resource], Mapping[str, Any]], list[Violation]]
 
 
 def _report(violations: Sequence[Violation], report: ReportViolation, with_urn: bool) -> None:
@@ -148,11 +152,21 @@ def resource_policy(
             return
         _report(found, report, with_urn=False)
 
+    def evaluate(resources: Sequence[Resource], config: Mapping[str, Any]) -> list[Violation]:
+        cfg = settings.from_config(config)
+        out: list[Violation] = []
+        for r in resources:
+            try:
+                out += check(r, cfg)
+            except NotApplicable:
+                continue
+        return out
+
     schema = PolicyConfigSchema(settings.PROPERTIES) if settings.PROPERTIES else None
     policy = ResourceValidationPolicy(
         name=name, description=description, validate=validate, enforcement_level=level, config_schema=schema
     )
-    return Guardrail(name, description, level, policy)
+    return Guardrail(name, description, level, policy, evaluate)
 
 
 def stack_policy(
@@ -171,11 +185,17 @@ def stack_policy(
             return
         _report(found, report, with_urn=True)
 
+    def evaluate(resources: Sequence[Resource], config: Mapping[str, Any]) -> list[Violation]:
+        try:
+            return check(resources, settings.from_config(config))
+        except NotApplicable:
+            return []
+
     schema = PolicyConfigSchema(settings.PROPERTIES) if settings.PROPERTIES else None
     policy = StackValidationPolicy(
         name=name, description=description, validate=validate, enforcement_level=level, config_schema=schema
     )
-    return Guardrail(name, description, level, policy)
+    return Guardrail(name, description, level, policy, evaluate)
 
 
 class NoSettings:
@@ -270,3 +290,13 @@ def guardrails() -> list[Guardrail]:
 
 def policies() -> list[Policy]:
     return [g.policy for g in guardrails()]
+
+
+def evaluate(
+    resources: Sequence[Resource], config: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, list[Violation]]:
+    """Every guardrail over one stack's resources, as `pulumi preview --policy-pack` would judge them:
+    policy name → findings (only policies with findings). `config` is the pack config, per policy."""
+    config = config or {}
+    found = {g.name: g.evaluate(resources, config.get(g.name, {})) for g in guardrails()}
+    return {name: violations for name, violations in found.items() if violations}

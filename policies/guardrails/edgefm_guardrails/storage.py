@@ -340,7 +340,7 @@ def check_onsite_buckets(r: Resource, cfg: StorageConfig) -> list[Violation]:
 def is_s3_endpoint_variable(name: str) -> bool:
     """Env variables through which edgefm's workloads (and the tools they run) locate S3 servers."""
     return (
-        (name.startswith("EDGEFM_") and name.endswith("_ENDPOINT"))
+        (name.startswith("EDGEFM_") and name.endswith(("_ENDPOINT", "_ENDPOINT_URL")))
         or name.startswith(("AWS_ENDPOINT_URL", "MC_HOST_"))
         or name in ("S3_ENDPOINT", "MINIO_URL", "MINIO_SERVER_URL")
     )
