@@ -22,12 +22,22 @@ PACK_DIR = Path(__file__).resolve().parents[2] / "policies" / "guardrails"
 STARTUP_TIMEOUT_S = 60
 
 
-@pytest.fixture(scope="module")
-def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
-    # The language host starts packs this way: module runner, engine address, pack directory.
+# How Python language hosts start a pack: older ones through the SDK's module runner (engine address, pack
+# directory), newer ones by running the directory's __main__.py with the engine address.
+LAUNCHERS = {
+    "module-runner": ["-m", "pulumi.policy", "127.0.0.1:1", str(PACK_DIR)],
+    "bare-directory": [str(PACK_DIR), "127.0.0.1:1"],
+}
+
+
+@pytest.fixture(scope="module", params=sorted(LAUNCHERS))
+def analyzer(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
     proc = subprocess.Popen(
-        [sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:1", str(PACK_DIR)],
-        cwd=PACK_DIR,
+        [sys.executable, "-u", *LAUNCHERS[request.param]],
+        # The engine's working directory is the program's, not the pack's.
+        cwd=tmp_path_factory.mktemp("program"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
