@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -182,3 +183,25 @@ def test_schema_defaults_are_the_code_defaults(settings: Any) -> None:
     assert len(settings.PROPERTIES) == len(fields(settings))
     for prop in settings.PROPERTIES.values():
         assert prop["type"] in ("array", "boolean", "integer") and prop["description"]
+
+
+README = Path(__file__).resolve().parents[2] / "policies" / "guardrails" / "README.md"
+
+
+def test_readme_documents_every_policy_and_key() -> None:
+    text = README.read_text()
+    for g in guardrails():
+        assert f"`{g.name}`" in text, g.name
+        schema = g.policy.config_schema
+        for key in schema.properties if schema else {}:
+            assert f"`{key}`" in text, f"{g.name}.{key}"
+
+
+def test_readme_example_config_is_valid() -> None:
+    example = json.loads(README.read_text().split("```json", 1)[1].split("```", 1)[0])
+    known = by_name()
+    for policy, settings in example.items():
+        schema = known[policy].policy.config_schema
+        keys = set(schema.properties) if schema else set()
+        assert set(settings) - {"enforcementLevel"} <= keys, policy
+        known[policy].evaluate([], {k: v for k, v in settings.items() if k != "enforcementLevel"})
