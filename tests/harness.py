@@ -51,7 +51,8 @@ class Recorded:
 @dataclass
 class Run:
     resources: list[Recorded] = field(default_factory=list)
-    exports: dict[str, Any] = field(default_factory=dict)
+    # Stack output name → (value, is it secret).
+    exports: dict[str, tuple[Any, bool]] = field(default_factory=dict)
 
     def of_type(self, typ: str) -> list[Recorded]:
         return [r for r in self.resources if r.type == typ]
@@ -159,6 +160,10 @@ def run_program(program: Callable[[], Any], stack: str, hub_outputs: Mapping[str
         program()
 
     _sync_await(pulumi.runtime.stack.run_pulumi_func(body))
+    root = pulumi.runtime.settings.get_root_resource()
+    for name, value in getattr(root, "outputs", {}).items():
+        output = pulumi.Output.from_input(value)
+        run.exports[name] = (_sync_await(output.future()), _sync_await(output.is_secret()))
     return run
 
 

@@ -128,3 +128,12 @@ def test_aws_site_identities_are_read_only_and_scoped(aws_hub: Run) -> None:
     keys = aws_hub.of_type("aws:iam/accessKey:AccessKey")
     assert len(keys) == len(SITES) and all("secret" in k.secret_outputs for k in keys)
     assert not aws_hub.kinds("Secret") or all(is_secret(s.inputs["stringData"]) for s in aws_hub.kinds("Secret"))
+
+
+def test_hub_exports_site_credentials_as_a_secret(datacenter: Run) -> None:
+    creds, secret = datacenter.exports["siteCredentials"]
+    assert secret is True
+    assert sorted(creds) == sorted(SITES)
+    assert creds["bridge-north"]["accessKeyId"] == "site-bridge-north"
+    assert datacenter.exports["remoteWriteUrl"] == ("https://telemetry.hub.edgefm.example.net/api/v1/write", False)
+    assert datacenter.exports["registryEndpoint"] == ("https://registry.hub.edgefm.example.net", False)

@@ -328,3 +328,13 @@ def test_monitoring_labels_and_scrapes() -> None:
         assert ("dcgm-exporter" in jobs) is dcgm
         (agent,) = list(iter_containers(unwrap_record(run.one("kubernetes:apps/v1:Deployment", "-monitoring-agent"))))
         assert "--agent" in agent["args"]
+
+
+def test_stack_exports() -> None:
+    run = run_for(STACKS / "Pulumi.site-bridge-north.yaml")
+    assert run.exports["kubeconfig"][1] is True, "kubeconfig must be a secret output"
+    assert run.exports["matchedProfiles"] == (["gpu", "finetune", "production"], False)
+    assert run.exports["profile"][0]["serving"]["replicas"] == 2  # so a preview diffs the resolved profile
+    assert run.exports["modelRepository"][0].startswith(
+        "s3://http://bridge-north-storage-minio.edgefm-system.svc:9000/"
+    )
