@@ -98,15 +98,9 @@ def principal_is_everyone(principal: Any) -> bool:
     return False
 
 
-def bucket_arns(bucket: str) -> tuple[str, str]:
-    """The ARNs of a bucket and of every object in it (MinIO uses the same `arn:aws:s3:::` form)."""
-    return f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"
-
-
 def covers_bucket(st: Statement, bucket: str) -> bool:
     """Whether a statement's resources reach the bucket or its objects."""
-    arns = bucket_arns(bucket)
-    probe = (arns[0], f"arn:aws:s3:::{bucket}/x")
+    probe = (f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/x")
     if st.not_resources:
         # NotResource grants everything except the listed ARNs: it reaches the bucket unless excluded.
         return not any(resource_matches(p, a) for p in st.not_resources for a in probe)

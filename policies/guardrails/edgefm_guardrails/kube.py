@@ -12,7 +12,6 @@ import yaml
 from edgefm_guardrails.model import UNKNOWN, Resource, as_list, as_mapping, get
 
 PART_OF: Final = "app.kubernetes.io/part-of"
-MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 COMPONENT: Final = "app.kubernetes.io/component"
 SITE_LABEL: Final = "edgefm.io/site"
 BUCKET_LABEL: Final = "edgefm.io/bucket"
@@ -62,12 +61,6 @@ def namespace(r: Resource) -> str:
     ns = get(r.props, "metadata", "namespace")
     # Objects without a namespace land in the provider's default, which edgefm never changes.
     return ns if isinstance(ns, str) and ns else "default"
-
-
-def object_name(r: Resource) -> Any:
-    """metadata.name as declared (Pulumi auto-names objects without one, from the logical name)."""
-    name = get(r.props, "metadata", "name")
-    return name if name is not None else r.name
 
 
 @dataclass(frozen=True)

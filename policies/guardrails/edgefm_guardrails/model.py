@@ -35,10 +35,6 @@ class Unknown:
 UNKNOWN: Final[Unknown] = Unknown()
 
 
-def is_unknown(value: object) -> bool:
-    return value is UNKNOWN
-
-
 @dataclass(frozen=True)
 class Violation:
     """One finding: a message that names the resource, and the URN to attach it to (None: the stack)."""
@@ -84,11 +80,6 @@ class Resource:
 
     def get(self, *path: str | int) -> Any:
         return get(self.props, *path)
-
-    def depends_on(self, prop: str, urn: str) -> bool:
-        return urn in self.property_dependencies.get(prop, ()) or (
-            prop not in self.property_dependencies and urn in self.dependencies
-        )
 
 
 def get(value: Any, *path: str | int) -> Any:
