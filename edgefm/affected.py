@@ -51,6 +51,10 @@ NO_STACK: Final = (
     "tests/*",
     ".github/*",
     ".ci/*",
+    # Image build contexts and benchmarks: stacks name images by pinned tag in the placement policy, so a
+    # rebuilt image reaches a stack only through a placement change.
+    "images/*",
+    "bench/*",
     "LICENSE*",
     ".gitignore",
     ".gitattributes",

@@ -111,6 +111,8 @@ def test_docs_tests_and_ci_changes_affect_nothing(repo: Repo) -> None:
     repo.write("tests/test_x.py", "# another test\n")
     repo.write(".github/workflows/ci.yaml", "# tweak\n")
     repo.write("docs/runbook.md", "new\n")
+    repo.write("images/edgefm-tools/Dockerfile", "FROM scratch\n")
+    repo.write("bench/publish_throughput.py", "# bench\n")
     repo.commit("docs")
     assert repo.affected(base) == []
 
