@@ -7,7 +7,7 @@ The change is what a pull request shows: the working tree (or `--head`) against 
   * `policies/placement.yaml` changed → each site whose *resolved* profile differs between the two
     revisions (both resolved with the placement resolver), and the hub if its `hub:` versions changed.
   * program code, policies, `Pulumi.yaml`, dependencies, or any file not known to be inert → every stack.
-  * documentation, tests and CI files → nothing.
+  * documentation, tests, CI files, image build contexts and benchmarks → nothing.
 """
 
 from __future__ import annotations
