@@ -27,6 +27,8 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy edgefm components tests bench __main__.py
+	# Separately: the pack's __main__.py would clash with the program's.
+	$(BIN)/mypy policies/guardrails/__main__.py policies/guardrails/edgefm_guardrails
 
 unit: install minio
 	$(BIN)/python -m pytest -q

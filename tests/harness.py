@@ -46,6 +46,9 @@ class Recorded:
     protect: bool
     retain_on_delete: bool
     secret_outputs: list[str]
+    urn: str = ""
+    # Input property → URNs it depends on (how policies tie a bucket's companions to their bucket).
+    property_dependencies: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -132,6 +135,7 @@ class _Monitor(pmocks.MockMonitor):
         from google.protobuf import json_format
 
         inputs = json_format.MessageToDict(request.object)
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         self._run.resources.append(
             Recorded(
                 type=request.type,
@@ -142,9 +146,11 @@ class _Monitor(pmocks.MockMonitor):
                 protect=request.protect,
                 retain_on_delete=request.retainOnDelete,
                 secret_outputs=list(request.additionalSecretOutputs),
+                urn=response.urn,
+                property_dependencies={k: tuple(v.urns) for k, v in request.propertyDependencies.items()},
             )
         )
-        return super().RegisterResource(request)  # type: ignore[no-untyped-call]
+        return response
 
 
 def run_program(program: Callable[[], Any], stack: str, hub_outputs: Mapping[str, Any] = HUB_OUTPUTS) -> Run:

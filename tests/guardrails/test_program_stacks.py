@@ -3,10 +3,6 @@ tests/harness.py): the conventions the pack relies on hold, and the program pass
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
-
 import pytest
 import yaml
 from edgefm_guardrails.crossguard import evaluate
@@ -22,37 +18,10 @@ TLS = "storage-tls-only"
 PLAIN_HTTP_STORAGE = {"site-bridge-north", "site-bridge-south", "site-viaduct-cpu"}
 
 
-@dataclass(frozen=True)
-class Registration:
-    urn: str
-    property_dependencies: dict[str, tuple[str, ...]]
-
-
-class _Recording(harness._Monitor):
-    """Also keeps what the harness does not: each resource's URN and property dependencies (how the AWS
-    bucket policies find a bucket's companions)."""
-
-    seen: dict[tuple[str, str], Registration] = {}  # noqa: RUF012 - reset per run by the fixture
-
-    def RegisterResource(self, request: Any) -> Any:
-        response = super().RegisterResource(request)
-        deps = {k: tuple(v.urns) for k, v in request.propertyDependencies.items()}
-        _Recording.seen[(request.type, request.name)] = Registration(response.urn, deps)
-        return response
-
-
-@pytest.fixture
-def recording(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    _Recording.seen = {}
-    monkeypatch.setattr(harness, "_Monitor", _Recording)
-    yield
-
-
 def resources_of(run: harness.Run) -> list[Resource]:
     out = []
     for rec in run.resources:
-        reg = _Recording.seen[(rec.type, rec.name)]
-        out.append(Resource(reg.urn, rec.type, rec.name, harness.unwrap(rec.inputs), reg.property_dependencies))
+        out.append(Resource(rec.urn, rec.type, rec.name, harness.unwrap(rec.inputs), rec.property_dependencies))
     return out
 
 
@@ -79,7 +48,6 @@ def show(found: dict[str, list[Violation]]) -> str:
 STACK_IDS = [f"site-{s}" for s in SITES] + ["hub-datacenter", "hub-aws"]
 
 
-@pytest.mark.usefixtures("recording")
 @pytest.mark.parametrize("stack", STACK_IDS)
 def test_program_passes_every_guardrail_but_tls(stack: str) -> None:
     found = evaluate(stack_resources(stack))
@@ -87,7 +55,6 @@ def test_program_passes_every_guardrail_but_tls(stack: str) -> None:
     assert found == {}, show(found)
 
 
-@pytest.mark.usefixtures("recording")
 @pytest.mark.parametrize(
     "stack",
     [
@@ -105,7 +72,6 @@ def test_program_reaches_object_storage_over_tls(stack: str) -> None:
     assert TLS not in found, show({TLS: found.get(TLS, [])})
 
 
-@pytest.mark.usefixtures("recording")
 def test_conventions_the_pack_relies_on() -> None:
     resources = site_stack("bridge-north")
     facts = [r for r in resources if r.kind == "ConfigMap" and r.get("metadata", "name") == "edgefm-site-facts"]
@@ -120,7 +86,6 @@ def test_conventions_the_pack_relies_on() -> None:
     assert any("EDGEFM_DATASETS_BUCKET" in str(r.props) for r in resources if r.kind == "Job")
 
 
-@pytest.mark.usefixtures("recording")
 def test_breaking_the_program_output_is_caught() -> None:
     """Guards the integration itself: the same path reports a mutated stack."""
     resources = site_stack("bridge-north")
