@@ -106,7 +106,7 @@ class SpokeAppliance(pulumi.ComponentResource):
                         "jurisdiction": site.jurisdiction,
                         "physicalGpus": site.gpu_total,
                         "gpuCapacity": gpu_slices,
-                        "allowExternalServices": prof.serving.expose != "cluster",
+                        "allowExternalServices": site.allow_external_services,
                         "storageEndpoint": self.storage.endpoint,
                         "buckets": {p: b.bucket for p, b in buckets.items()},
                         "network": str(site.network),

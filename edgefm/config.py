@@ -78,6 +78,8 @@ class SiteSpec(Model):
     nodes: list[Node] = Field(min_length=1, max_length=9)
     cluster: ClusterSpec = ClusterSpec()
     ssh_user: DnsLabel = "edgefm"
+    # Whether this site's network team allows Services exposed outside the cluster (LoadBalancer/NodePort).
+    allow_external_services: bool = False
     # Dotted profile keys the site sets itself; allowed only where a matching profile marks them overridable.
     overrides: dict[str, object] = Field(default_factory=dict)
 

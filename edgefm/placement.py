@@ -334,6 +334,8 @@ def check_fit(resolved: ResolvedSite) -> list[Problem]:
     def at(key: str, message: str) -> None:
         problems.append(Problem(stack, f"{key} (from {resolved.source_of(key)})", message))
 
+    if prof.serving.expose != "cluster" and not site.allow_external_services:
+        at("serving.expose", "exposes Triton outside the cluster but the site does not set allowExternalServices")
     gpus = site.gpu_total
     if gpus == 0:
         if prof.gpu_operator.enabled:

@@ -233,3 +233,16 @@ def test_changing_one_version_in_a_profile_reaches_exactly_its_sites(tmp_path: P
         if after != before[path.stem]:
             changed.add(parsed.stack)
     assert changed == {"site-bridge-north", "site-harbor-ocp"}
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_exposing_triton_needs_the_sites_allowance(allowed: bool) -> None:
+    doc = policy_doc()
+    next(p for p in doc["profiles"] if p["name"] == "gpu")["overridable"].append("serving.expose")
+    spec = site({"accelerator": "gpu"}, overrides={"serving.expose": "loadbalancer"})
+    spec = spec.model_copy(update={"allow_external_services": allowed})
+    if allowed:
+        assert resolve("site-t", spec, parse_policy(doc)).profile.serving.expose == "loadbalancer"
+    else:
+        with pytest.raises(ConfigError, match="does not set allowExternalServices"):
+            resolve("site-t", spec, parse_policy(doc))
