@@ -43,6 +43,8 @@ class BucketSettings(BaseModel):
     session_token: SecretStr | None = None
     # botocore "standard" retry mode: throttling, 5xx and connection errors, with backoff.
     max_attempts: int = Field(default=5, ge=1, le=20)
+    # PEM file of the CA that signed the endpoint's certificate (a site's private CA); None: system CAs.
+    ca_bundle: str | None = None
     connect_timeout: float = Field(default=5.0, gt=0)
     read_timeout: float = Field(default=60.0, gt=0)
     # Which env prefix these came from, so error messages name the variable to fix.

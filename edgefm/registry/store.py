@@ -25,6 +25,7 @@ from botocore.exceptions import (
     NoCredentialsError,
     PartialCredentialsError,
     ReadTimeoutError,
+    SSLError,
 )
 
 from edgefm.registry.errors import NotFoundError, RegistryError, StorageError
@@ -65,7 +66,9 @@ def make_client(settings: BucketSettings, *, max_pool_connections: int = 10) -> 
         aws_session_token=settings.session_token.get_secret_value() if settings.session_token else None,
         region_name=settings.region,
     )
-    return session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+    # Per client, not AWS_CA_BUNDLE: one sync process talks to the hub (public CA) and the site (private CA).
+    verify = settings.ca_bundle if settings.ca_bundle else None
+    return session.client("s3", endpoint_url=settings.endpoint_url, config=config, verify=verify)
 
 
 def describe_error(exc: BaseException, settings: BucketSettings) -> RegistryError:
@@ -73,6 +76,9 @@ def describe_error(exc: BaseException, settings: BucketSettings) -> RegistryErro
     p = settings.env_prefix
     if isinstance(exc, RegistryError):
         return exc
+    if isinstance(exc, SSLError):
+        trusted = f"the CA in {settings.ca_bundle}" if settings.ca_bundle else f"the system CAs (set {p}CA_BUNDLE)"
+        return StorageError(f"TLS certificate of {settings.endpoint_url} is not trusted by {trusted}")
     if isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ConnectionClosedError | ReadTimeoutError):
         endpoint = settings.endpoint_url or f"AWS S3 ({settings.region})"
         return StorageError(

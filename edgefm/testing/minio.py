@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -102,14 +103,15 @@ class MinioServer:
     pid: int
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float, ca: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
+    context = ssl.create_default_context(cafile=str(ca)) if ca else None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise MinioError(f"MinIO exited with {proc.returncode}:\n{log.read_text(errors='replace')[-4000:]}")
         with (
             contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
-            urllib.request.urlopen(f"{url}/minio/health/live", timeout=1) as resp,
+            urllib.request.urlopen(f"{url}/minio/health/live", timeout=1, context=context) as resp,
         ):
             if resp.status == 200:
                 return
@@ -118,8 +120,12 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: f
 
 
 @contextlib.contextmanager
-def run_minio(data_dir: Path, *, port: int | None = None, timeout: float = 60.0) -> Iterator[MinioServer]:
-    """Run MinIO on 127.0.0.1 with ``data_dir`` as its single drive; stop it on exit."""
+def run_minio(
+    data_dir: Path, *, port: int | None = None, timeout: float = 60.0, certs_dir: Path | None = None
+) -> Iterator[MinioServer]:
+    """Run MinIO on 127.0.0.1 with ``data_dir`` as its single drive; stop it on exit.
+
+    With ``certs_dir`` (``public.crt``, ``private.key`` and ``CAs/``) it serves HTTPS only."""
     binary = ensure_minio()
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -134,7 +140,8 @@ def run_minio(data_dir: Path, *, port: int | None = None, timeout: float = 60.0)
         "MINIO_CALLHOME_ENABLE": "off",
     }
     log = data_dir.parent / f"{data_dir.name}.minio.log"
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if certs_dir else 'http'}://127.0.0.1:{port}"
+    tls = ["--certs-dir", str(certs_dir)] if certs_dir else []
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [
@@ -145,6 +152,7 @@ def run_minio(data_dir: Path, *, port: int | None = None, timeout: float = 60.0)
                 f"127.0.0.1:{port}",
                 "--console-address",
                 f"127.0.0.1:{console}",
+                *tls,
                 str(data_dir),
             ],
             env=env,
@@ -152,7 +160,8 @@ def run_minio(data_dir: Path, *, port: int | None = None, timeout: float = 60.0)
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_healthy(url, proc, log, timeout)
+        ca = certs_dir / "CAs" / "ca.crt" if certs_dir else None
+        _wait_healthy(url, proc, log, timeout, ca)
         yield MinioServer(url, ROOT_USER, ROOT_PASSWORD, data_dir, proc.pid)
     finally:
         proc.terminate()
