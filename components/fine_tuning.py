@@ -11,7 +11,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.kube import WORKLOAD_NAMESPACE, meta
-from components.site_storage import BucketAccess
+from components.site_storage import BucketAccess, TrustBundle
 from edgefm.profile import FineTuningSettings, ModelRef
 
 FINETUNED_PREFIX = "finetuned/"
@@ -27,6 +27,7 @@ class FineTuningArgs:
     mirror_prefix: str
     serving_model_name: str
     storage_endpoint: str
+    trust: TrustBundle
     datasets: BucketAccess
     models: BucketAccess
     checkpoints: BucketAccess
@@ -49,6 +50,9 @@ class FineTuning(pulumi.ComponentResource):
         endpoint = k8s.core.v1.EnvVarArgs(name="EDGEFM_SITE_S3_ENDPOINT", value=args.storage_endpoint)
         storage_env = [
             endpoint,
+            k8s.core.v1.EnvVarArgs(name="EDGEFM_SITE_S3_CA_BUNDLE", value=args.trust.path),
+            # The trainer talks to the site store only, so the process-wide bundle is the site CA.
+            k8s.core.v1.EnvVarArgs(name="AWS_CA_BUNDLE", value=args.trust.path),
             *args.datasets.env("EDGEFM_DATASETS"),
             *args.models.env("EDGEFM_MODELS"),
             *args.checkpoints.env("EDGEFM_CHECKPOINTS"),
@@ -57,7 +61,7 @@ class FineTuning(pulumi.ComponentResource):
         limits = dict(resources)
         if s.gpus:
             limits["nvidia.com/gpu"] = str(s.gpus)
-        mount_tmp = [k8s.core.v1.VolumeMountArgs(name="scratch", mount_path="/scratch")]
+        mount_tmp = [k8s.core.v1.VolumeMountArgs(name="scratch", mount_path="/scratch"), args.trust.mount()]
         # The mirror holds the manifest ModelSync copied last: checking the files against it proves the base
         # model is complete and intact without giving this pod any hub credentials.
         verify = k8s.core.v1.ContainerArgs(
@@ -67,6 +71,7 @@ class FineTuning(pulumi.ComponentResource):
             env=[
                 k8s.core.v1.EnvVarArgs(name="EDGEFM_REGISTRY_ENDPOINT_URL", value=args.storage_endpoint),
                 k8s.core.v1.EnvVarArgs(name="EDGEFM_REGISTRY_PREFIX", value=args.mirror_prefix),
+                k8s.core.v1.EnvVarArgs(name="EDGEFM_REGISTRY_CA_BUNDLE", value=args.trust.path),
                 *args.models.env("EDGEFM_REGISTRY"),
             ],
             resources=k8s.core.v1.ResourceRequirementsArgs(
@@ -124,7 +129,8 @@ class FineTuning(pulumi.ComponentResource):
                         init_containers=[verify],
                         containers=[train],
                         volumes=[
-                            k8s.core.v1.VolumeArgs(name="scratch", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs())
+                            k8s.core.v1.VolumeArgs(name="scratch", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()),
+                            args.trust.volume(),
                         ],
                     ),
                 ),

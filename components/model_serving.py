@@ -9,7 +9,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.kube import SYSTEM_NAMESPACE, WORKLOAD_NAMESPACE, meta, selector
-from components.site_storage import BucketAccess
+from components.site_storage import BucketAccess, TrustBundle
 from edgefm.profile import ServingSettings
 
 HTTP, GRPC, METRICS = 8000, 8001, 8002
@@ -25,6 +25,7 @@ class ModelServingArgs:
     site: str
     settings: ServingSettings
     storage_endpoint: str
+    trust: TrustBundle
     models: BucketAccess
     repository_prefix: str
     site_network: str
@@ -73,6 +74,21 @@ class ModelServing(pulumi.ComponentResource):
                 timeout_seconds=5,
             )
 
+        # Triton's S3 client (libcurl) reads the system CA bundle only: an init container appends the site CA
+        # to the image's own bundle, and Triton sees the result in place of the system file.
+        bundle = "/etc/ssl/certs/ca-certificates.crt"
+        trust_init = k8s.core.v1.ContainerArgs(
+            name="trust-site-ca",
+            image=s.image,
+            command=["/bin/sh", "-ec", f"cat {bundle} {args.trust.path} > /trust/ca-certificates.crt"],
+            volume_mounts=[
+                args.trust.mount(),
+                k8s.core.v1.VolumeMountArgs(name="trust", mount_path="/trust"),
+            ],
+            resources=k8s.core.v1.ResourceRequirementsArgs(
+                requests={"cpu": "50m", "memory": "32Mi"}, limits={"cpu": "200m", "memory": "64Mi"}
+            ),
+        )
         container = k8s.core.v1.ContainerArgs(
             name="triton",
             image=s.image,
@@ -99,6 +115,11 @@ class ModelServing(pulumi.ComponentResource):
             security_context=k8s.core.v1.SecurityContextArgs(
                 allow_privilege_escalation=False, run_as_non_root=True, run_as_user=1000
             ),
+            volume_mounts=[
+                k8s.core.v1.VolumeMountArgs(
+                    name="trust", mount_path=bundle, sub_path="ca-certificates.crt", read_only=True
+                )
+            ],
         )
         annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS)}
         self.deployment = k8s.apps.v1.Deployment(
@@ -115,7 +136,12 @@ class ModelServing(pulumi.ComponentResource):
                 template=k8s.core.v1.PodTemplateSpecArgs(
                     metadata=meta(name, site, comp, annotations=annotations),
                     spec=k8s.core.v1.PodSpecArgs(
+                        init_containers=[trust_init],
                         containers=[container],
+                        volumes=[
+                            args.trust.volume(),
+                            k8s.core.v1.VolumeArgs(name="trust", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()),
+                        ],
                         # Spread replicas over the appliance nodes so one node failure keeps serving.
                         topology_spread_constraints=[
                             k8s.core.v1.TopologySpreadConstraintArgs(

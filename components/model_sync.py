@@ -9,7 +9,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.kube import WORKLOAD_NAMESPACE, meta
-from components.site_storage import BucketAccess
+from components.site_storage import BucketAccess, TrustBundle
 from edgefm.profile import ModelRef, ModelSyncSettings
 
 REGISTRY_SECRET = "hub-registry-read"
@@ -45,6 +45,7 @@ class ModelSyncArgs:
     settings: ModelSyncSettings
     registry: RegistryAccess
     storage_endpoint: str
+    trust: TrustBundle
     models_bucket: BucketAccess
     namespace: pulumi.Input[str] = WORKLOAD_NAMESPACE
 
@@ -87,6 +88,8 @@ class ModelSync(pulumi.ComponentResource):
             k8s.core.v1.EnvVarArgs(name="EDGEFM_MIRROR_ENDPOINT_URL", value=args.storage_endpoint),
             k8s.core.v1.EnvVarArgs(name="EDGEFM_MIRROR_BUCKET", value=mirror.bucket),
             k8s.core.v1.EnvVarArgs(name="EDGEFM_MIRROR_PREFIX", value=MIRROR_PREFIX),
+            # Only the site mirror uses the site CA; the hub keeps its own (public) trust.
+            k8s.core.v1.EnvVarArgs(name="EDGEFM_MIRROR_CA_BUNDLE", value=args.trust.path),
             k8s.core.v1.EnvVarArgs(
                 name="EDGEFM_MIRROR_ACCESS_KEY_ID", value_from=from_secret(mirror.secret_name, mirror.access_key_field)
             ),
@@ -107,7 +110,7 @@ class ModelSync(pulumi.ComponentResource):
                 requests={"cpu": "250m", "memory": "256Mi"}, limits={"cpu": "2", "memory": "1Gi"}
             ),
             # Resume journals and checksum scratch go to /tmp; the root filesystem stays read-only.
-            volume_mounts=[k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp")],
+            volume_mounts=[k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp"), args.trust.mount()],
             security_context=k8s.core.v1.SecurityContextArgs(
                 run_as_non_root=True, allow_privilege_escalation=False, read_only_root_filesystem=True
             ),
@@ -120,7 +123,10 @@ class ModelSync(pulumi.ComponentResource):
                 metadata=meta(f"{name}", site, comp),
                 spec=k8s.core.v1.PodSpecArgs(
                     restart_policy="Never",
-                    volumes=[k8s.core.v1.VolumeArgs(name="tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs())],
+                    volumes=[
+                        k8s.core.v1.VolumeArgs(name="tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()),
+                        args.trust.volume(),
+                    ],
                     containers=[container],
                 ),
             ),

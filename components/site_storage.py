@@ -19,6 +19,37 @@ BucketPurpose = Literal["datasets", "models", "checkpoints"]
 PURPOSES: tuple[BucketPurpose, ...] = ("datasets", "models", "checkpoints")
 ROOT_SECRET = "site-storage-root"
 ACCESS_SECRET = "site-storage-access"
+TLS_SECRET = "site-storage-tls"
+CA_NAME = "site-storage-ca"
+CA_DIR = "/etc/edgefm/ca"
+
+
+@dataclass(frozen=True)
+class TrustBundle:
+    """The CA that signed the site storage's certificate, as a ConfigMap in the workload namespace."""
+
+    config_map: str
+    key: str
+
+    @property
+    def path(self) -> str:
+        return f"{CA_DIR}/{self.key}"
+
+    def volume(self) -> k8s.core.v1.VolumeArgs:
+        return k8s.core.v1.VolumeArgs(
+            name="storage-ca", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=self.config_map)
+        )
+
+    def mount(self) -> k8s.core.v1.VolumeMountArgs:
+        return k8s.core.v1.VolumeMountArgs(name="storage-ca", mount_path=CA_DIR, read_only=True)
+
+
+@dataclass(frozen=True)
+class StorageTls:
+    """The site CA (SiteTls) that issues and renews the storage server's certificate."""
+
+    issuer: str
+    ca_certificate: pulumi.Input[str]
 
 
 @dataclass(frozen=True)
@@ -49,6 +80,8 @@ class SiteStorageArgs:
     distribution: Literal["k3s", "kubernetes", "openshift"]
     settings: StorageSettings
     node_count: int
+    # Required on k3s/Kubernetes; OpenShift's service CA signs ODF's endpoint instead.
+    tls: StorageTls | None = None
     workload_namespace: pulumi.Input[str] = WORKLOAD_NAMESPACE
     system_namespace: pulumi.Input[str] = SYSTEM_NAMESPACE
 
@@ -56,6 +89,7 @@ class SiteStorageArgs:
 class SiteStorage(pulumi.ComponentResource):
     endpoint: str
     buckets: dict[BucketPurpose, BucketAccess]
+    trust: TrustBundle
 
     def __init__(self, name: str, args: SiteStorageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("edgefm:spoke:SiteStorage", name, None, opts)
@@ -64,7 +98,9 @@ class SiteStorage(pulumi.ComponentResource):
         if args.distribution == "openshift":
             self._object_bucket_claims(name, args, names)
         else:
-            self._minio(name, args, names)
+            if args.tls is None:
+                raise ValueError(f"{name}: MinIO serves TLS only; pass the site CA (tls)")
+            self._minio(name, args, args.tls, names)
         self.register_outputs({"endpoint": self.endpoint, "buckets": {p: b.bucket for p, b in self.buckets.items()}})
 
     def _bucket_annotations(self, bucket: str, purpose: BucketPurpose, retention_days: int | None) -> dict[str, str]:
@@ -87,11 +123,49 @@ class SiteStorage(pulumi.ComponentResource):
             opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(protect=True, retain_on_delete=True))
         return opts
 
-    def _minio(self, name: str, args: SiteStorageArgs, names: Mapping[BucketPurpose, str]) -> None:
+    def _minio(self, name: str, args: SiteStorageArgs, tls: StorageTls, names: Mapping[BucketPurpose, str]) -> None:
         site, comp, s = args.site, "storage", args.settings
         release = f"{name}-minio"
-        self.endpoint = f"http://{release}.{SYSTEM_NAMESPACE}.svc:9000"
+        self.endpoint = f"https://{release}.{SYSTEM_NAMESPACE}.svc:9000"
         child = pulumi.ResourceOptions(parent=self)
+        # MinIO's servers reach each other through the headless service, so those names are in the certificate.
+        headless = f"{release}-svc.{SYSTEM_NAMESPACE}.svc"
+        certificate = k8s.apiextensions.CustomResource(
+            f"{name}-certificate",
+            api_version="cert-manager.io/v1",
+            kind="Certificate",
+            metadata=meta(TLS_SECRET, site, comp, args.system_namespace),
+            spec={
+                "secretName": TLS_SECRET,
+                "commonName": f"{release}.{SYSTEM_NAMESPACE}.svc",
+                "dnsNames": [
+                    release,
+                    f"{release}.{SYSTEM_NAMESPACE}.svc",
+                    f"{release}.{SYSTEM_NAMESPACE}.svc.cluster.local",
+                    f"*.{headless}",
+                    f"*.{headless}.cluster.local",
+                ],
+                "duration": "2160h",
+                "renewBefore": "360h",
+                "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+                "issuerRef": {"name": tls.issuer, "kind": "ClusterIssuer", "group": "cert-manager.io"},
+            },
+            opts=child,
+        )
+        # MinIO's trusted-CA directory gets the CA alone (a Secret, as the chart mounts it); clients get a ConfigMap.
+        ca_secret = k8s.core.v1.Secret(
+            f"{name}-ca",
+            metadata=meta(CA_NAME, site, comp, args.system_namespace),
+            string_data={"ca.crt": tls.ca_certificate},
+            opts=child,
+        )
+        k8s.core.v1.ConfigMap(
+            f"{name}-ca-bundle",
+            metadata=meta(CA_NAME, site, comp, args.workload_namespace),
+            data={"ca.crt": tls.ca_certificate},
+            opts=child,
+        )
+        self.trust = TrustBundle(CA_NAME, "ca.crt")
         root_password = random_secret(f"{name}-root-password", self)
         kms_key = random_secret(f"{name}-kms-key", self, encoding="base64")
         root = k8s.core.v1.Secret(
@@ -136,6 +210,8 @@ class SiteStorage(pulumi.ComponentResource):
                 "existingSecret": ROOT_SECRET,
                 "persistence": {"size": f"{max(1, s.size_gi // max(1, args.node_count * 2))}Gi"},
                 "extraSecret": ROOT_SECRET,
+                "tls": {"enabled": True, "certSecret": TLS_SECRET, "publicCrt": "tls.crt", "privateKey": "tls.key"},
+                "trustedCertsSecret": CA_NAME,
                 "resources": {
                     "requests": {"cpu": "500m", "memory": "2Gi"},
                     "limits": {"cpu": "2", "memory": "4Gi"},
@@ -147,7 +223,7 @@ class SiteStorage(pulumi.ComponentResource):
                 "consoleService": {"type": "ClusterIP"},
                 "service": {"type": "ClusterIP"},
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[root]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[root, certificate, ca_secret]),
         )
         self.buckets = {}
         for purpose in PURPOSES:
@@ -169,15 +245,18 @@ class SiteStorage(pulumi.ComponentResource):
         """An idempotent provisioning Job: creates the bucket if missing and (re)applies its settings."""
         site, comp = args.site, "storage"
         steps = [
-            'mc alias set site "$MINIO_URL" "$MINIO_ROOT_USER" "$MINIO_ROOT_PASSWORD"',
-            f"mc mb --ignore-existing site/{bucket}",
-            f"mc anonymous set none site/{bucket}",
-            f"mc encrypt set sse-s3 site/{bucket}",
+            # mc trusts CAs in its config directory; the root filesystem's is not writable.
+            f"mkdir -p /tmp/mc/certs/CAs && cp {CA_DIR}/ca.crt /tmp/mc/certs/CAs/site-ca.crt",
+            'MC="mc --config-dir /tmp/mc"',
+            '$MC alias set site "$MINIO_URL" "$MINIO_ROOT_USER" "$MINIO_ROOT_PASSWORD"',
+            f"$MC mb --ignore-existing site/{bucket}",
+            f"$MC anonymous set none site/{bucket}",
+            f"$MC encrypt set sse-s3 site/{bucket}",
         ]
         if purpose != "checkpoints":
-            steps.append(f"mc version enable site/{bucket}")
+            steps.append(f"$MC version enable site/{bucket}")
         if retention_days is not None:
-            steps.append(f"mc ilm rule add --expire-days {retention_days} site/{bucket} || true")
+            steps.append(f"$MC ilm rule add --expire-days {retention_days} site/{bucket} || true")
         secret = k8s.core.v1.SecretKeySelectorArgs
         env = [
             k8s.core.v1.EnvVarArgs(name="MINIO_URL", value=self.endpoint),
@@ -207,12 +286,22 @@ class SiteStorage(pulumi.ComponentResource):
                     metadata=meta(job_name, site, comp, extra_labels={"edgefm.io/bucket": purpose}),
                     spec=k8s.core.v1.PodSpecArgs(
                         restart_policy="OnFailure",
+                        volumes=[
+                            k8s.core.v1.VolumeArgs(
+                                name="ca", secret=k8s.core.v1.SecretVolumeSourceArgs(secret_name=CA_NAME)
+                            ),
+                            k8s.core.v1.VolumeArgs(name="tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()),
+                        ],
                         containers=[
                             k8s.core.v1.ContainerArgs(
                                 name="mc",
                                 image=args.settings.mc_image,
                                 command=["/bin/sh", "-ec", "\n".join(steps)],
                                 env=env,
+                                volume_mounts=[
+                                    k8s.core.v1.VolumeMountArgs(name="ca", mount_path=CA_DIR, read_only=True),
+                                    k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp"),
+                                ],
                                 resources=k8s.core.v1.ResourceRequirementsArgs(
                                     requests={"cpu": "50m", "memory": "64Mi"},
                                     limits={"cpu": "500m", "memory": "256Mi"},
@@ -232,6 +321,19 @@ class SiteStorage(pulumi.ComponentResource):
         # ODF's Multicloud Object Gateway encrypts at rest and has no anonymous access; each claim gets its
         # own credentials Secret (named like the claim) in the workload namespace.
         self.endpoint = "https://s3.openshift-storage.svc:443"
+        # OpenShift's service CA signs ODF's endpoint; it injects that CA into annotated ConfigMaps.
+        k8s.core.v1.ConfigMap(
+            f"{name}-ca-bundle",
+            metadata=meta(
+                CA_NAME,
+                args.site,
+                "storage",
+                args.workload_namespace,
+                annotations={"service.beta.openshift.io/inject-cabundle": "true"},
+            ),
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["data"]),
+        )
+        self.trust = TrustBundle(CA_NAME, "service-ca.crt")
         self.buckets = {}
         for purpose in PURPOSES:
             bucket = names[purpose]

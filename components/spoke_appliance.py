@@ -16,7 +16,8 @@ from components.kube import SYSTEM_NAMESPACE, WORKLOAD_NAMESPACE, meta
 from components.model_serving import ModelServing, ModelServingArgs
 from components.model_sync import MIRROR_PREFIX, ModelSync, ModelSyncArgs, RegistryAccess
 from components.monitoring import Monitoring, MonitoringArgs
-from components.site_storage import SiteStorage, SiteStorageArgs
+from components.site_storage import SiteStorage, SiteStorageArgs, StorageTls
+from components.site_tls import SiteTls, SiteTlsArgs
 from edgefm.config import SiteSpec
 from edgefm.profile import SiteProfile
 
@@ -72,6 +73,12 @@ class SpokeAppliance(pulumi.ComponentResource):
         )
         system, workloads = system_ns.metadata.name, workload_ns.metadata.name
 
+        tls = None
+        if dist != "openshift":
+            site_tls = SiteTls(
+                f"{name}-tls", SiteTlsArgs(site=site.name, cert_manager_chart=prof.storage.cert_manager_chart), on_site
+            )
+            tls = StorageTls(site_tls.issuer, site_tls.ca_certificate)
         self.storage = SiteStorage(
             f"{name}-storage",
             SiteStorageArgs(
@@ -79,6 +86,7 @@ class SpokeAppliance(pulumi.ComponentResource):
                 distribution=dist,
                 settings=prof.storage,
                 node_count=len(site.nodes),
+                tls=tls,
                 workload_namespace=workloads,
                 system_namespace=system,
             ),
@@ -125,6 +133,7 @@ class SpokeAppliance(pulumi.ComponentResource):
                 settings=prof.model_sync,
                 registry=args.registry,
                 storage_endpoint=self.storage.endpoint,
+                trust=self.storage.trust,
                 models_bucket=buckets["models"],
                 namespace=workloads,
             ),
@@ -143,6 +152,7 @@ class SpokeAppliance(pulumi.ComponentResource):
                     mirror_prefix=MIRROR_PREFIX,
                     serving_model_name=prof.serving.model_name,
                     storage_endpoint=self.storage.endpoint,
+                    trust=self.storage.trust,
                     datasets=buckets["datasets"],
                     models=buckets["models"],
                     checkpoints=buckets["checkpoints"],
@@ -159,6 +169,7 @@ class SpokeAppliance(pulumi.ComponentResource):
                 site=site.name,
                 settings=prof.serving,
                 storage_endpoint=self.storage.endpoint,
+                trust=self.storage.trust,
                 models=buckets["models"],
                 repository_prefix=repository_prefix,
                 site_network=str(site.network),

@@ -45,6 +45,8 @@ class ClusterSettings(Model):
 
 class StorageSettings(Model):
     minio_chart: ChartRef
+    # cert-manager issues and renews the storage certificate from the site CA (k3s/Kubernetes).
+    cert_manager_chart: ChartRef
     minio_image: PinnedImage
     mc_image: PinnedImage
     size_gi: int = Field(ge=10, le=100_000)

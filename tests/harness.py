@@ -22,6 +22,8 @@ STACKS = ROOT / "stacks"
 PLACEMENT = ROOT / "policies" / "placement.yaml"
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 FAKE_SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nfake-test-key\n-----END OPENSSH PRIVATE KEY-----"
+FAKE_CA_KEY = "-----BEGIN PRIVATE KEY-----\nfake-test-ca-key\n-----END PRIVATE KEY-----\n"
+FAKE_CA_CERT = "-----BEGIN CERTIFICATE-----\nfake-test-ca-cert\n-----END CERTIFICATE-----\n"
 FAKE_KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters: []\n"
 
 HUB_OUTPUTS: dict[str, Any] = {
@@ -106,6 +108,8 @@ class _Mocks(pulumi.runtime.Mocks):
                 "outputs": dict(self.hub_outputs),
                 "secretOutputNames": ["siteCredentials"],
             }
+        elif args.typ == "command:local:Command" and "openssl req -x509" in str(args.inputs.get("create")):
+            outputs["stdout"] = FAKE_CA_KEY + FAKE_CA_CERT
         elif args.typ == "command:local:Command":
             outputs["stdout"] = "0f" * 16
         elif args.typ == "command:remote:Command":

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from edgefm.fields import FLOATING_TAGS
 from tests.harness import STACKS, Recorded, Run, is_secret, iter_containers, run_site_file, unwrap
@@ -27,26 +28,28 @@ EXPECTED_COUNTS = {
         "edgefm:spoke:FineTuning": 1,
         "command:remote:Command": 5,
         "kubernetes:batch/v1:Job": 4,
-        "kubernetes:helm.cattle.io/v1:HelmChart": 3,
+        "kubernetes:helm.cattle.io/v1:HelmChart": 4,
         "kubernetes:batch/v1:CronJob": 1,
         "kubernetes:apps/v1:Deployment": 2,
-        "kubernetes:core/v1:Namespace": 3,
+        "kubernetes:core/v1:Namespace": 4,
+        "kubernetes:cert-manager.io/v1:Certificate": 1,
+        "kubernetes:cert-manager.io/v1:ClusterIssuer": 1,
     },
     "site-bridge-south": {
         "edgefm:spoke:GpuOperator": 1,
         "edgefm:spoke:FineTuning": 0,
         "command:remote:Command": 5,
         "kubernetes:batch/v1:Job": 3,
-        "kubernetes:helm.cattle.io/v1:HelmChart": 3,
-        "kubernetes:core/v1:ConfigMap": 3,
+        "kubernetes:helm.cattle.io/v1:HelmChart": 4,
+        "kubernetes:core/v1:ConfigMap": 4,
     },
     "site-viaduct-cpu": {
         "edgefm:spoke:GpuOperator": 0,
         "edgefm:spoke:FineTuning": 0,
         "command:remote:Command": 5,
         "kubernetes:batch/v1:Job": 3,
-        "kubernetes:helm.cattle.io/v1:HelmChart": 2,
-        "kubernetes:core/v1:Namespace": 2,
+        "kubernetes:helm.cattle.io/v1:HelmChart": 3,
+        "kubernetes:core/v1:Namespace": 3,
     },
     "site-harbor-ocp": {
         "edgefm:spoke:GpuOperator": 1,
@@ -58,6 +61,7 @@ EXPECTED_COUNTS = {
         "kubernetes:nvidia.com/v1:ClusterPolicy": 1,
         "kubernetes:helm.cattle.io/v1:HelmChart": 0,
         "kubernetes:batch/v1:Job": 1,
+        "kubernetes:cert-manager.io/v1:Certificate": 0,
     },
 }
 
@@ -118,7 +122,7 @@ def test_names_are_unique_per_type(site_run: tuple[str, Run]) -> None:
 def test_gpu_limits_only_on_gpu_sites(site_run: tuple[str, Run]) -> None:
     stack, run = site_run
     triton = run.one("kubernetes:apps/v1:Deployment", "-triton")
-    (container,) = list(iter_containers(triton))
+    container = next(c for c in iter_containers(triton) if c["name"] == "triton")
     limits = container["resources"]["limits"]
     if stack == "site-viaduct-cpu":
         assert "nvidia.com/gpu" not in limits
@@ -130,7 +134,8 @@ def test_gpu_limits_only_on_gpu_sites(site_run: tuple[str, Run]) -> None:
 
 def test_triton_ports_probes_pdb_and_network_policy(site_run: tuple[str, Run]) -> None:
     _, run = site_run
-    (container,) = list(iter_containers(run.one("kubernetes:apps/v1:Deployment", "-triton")))
+    triton = run.one("kubernetes:apps/v1:Deployment", "-triton")
+    container = next(c for c in iter_containers(triton) if c["name"] == "triton")
     assert {p["containerPort"] for p in container["ports"]} == {8000, 8001, 8002}
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
@@ -259,12 +264,55 @@ def test_minio_bucket_jobs_lock_down_each_bucket() -> None:
     (container,) = list(iter_containers(unwrap_record(run.one("kubernetes:batch/v1:Job", "bucket-datasets"))))
     script = container["command"][-1]
     for step in (
-        "mc mb --ignore-existing site/bridge-north-datasets",
-        "mc anonymous set none",
-        "mc encrypt set sse-s3",
-        "mc version enable",
+        "$MC mb --ignore-existing site/bridge-north-datasets",
+        "$MC anonymous set none",
+        "$MC encrypt set sse-s3",
+        "$MC version enable",
     ):
         assert step in script
+    # mc reaches MinIO over TLS and trusts the site CA from its own config directory.
+    assert "cp /etc/edgefm/ca/ca.crt /tmp/mc/certs/CAs/" in script
+    assert {e["name"]: e.get("value") for e in container["env"]}["MINIO_URL"].startswith("https://")
+
+
+def test_storage_is_tls_only_with_the_site_ca() -> None:
+    run = run_for(STACKS / "Pulumi.site-bridge-north.yaml")
+    chart = yaml.safe_load(
+        unwrap(run.one("kubernetes:helm.cattle.io/v1:HelmChart", "storage-minio").inputs)["spec"]["valuesContent"]
+    )
+    assert chart["tls"] == {
+        "enabled": True,
+        "certSecret": "site-storage-tls",
+        "publicCrt": "tls.crt",
+        "privateKey": "tls.key",
+    }
+    cert = unwrap(run.one("kubernetes:cert-manager.io/v1:Certificate").inputs)["spec"]
+    assert (
+        cert["issuerRef"]["name"] == "edgefm-site-ca"
+        and "*.bridge-north-storage-minio-svc.edgefm-system.svc" in cert["dnsNames"]
+    )
+    issuer = unwrap(run.one("kubernetes:cert-manager.io/v1:ClusterIssuer").inputs)
+    assert issuer["spec"] == {"ca": {"secretName": "edgefm-site-ca"}}
+    ca_key = run.one("kubernetes:core/v1:Secret", "-tls-ca-secret")
+    assert is_secret(ca_key.inputs["stringData"])
+    bundle = unwrap(run.one("kubernetes:core/v1:ConfigMap", "storage-ca-bundle").inputs)
+    assert "BEGIN CERTIFICATE" in bundle["data"]["ca.crt"] and "PRIVATE KEY" not in bundle["data"]["ca.crt"]
+    # Every client of the store mounts that CA and is told where it is.
+    sync = unwrap(run.one("kubernetes:batch/v1:CronJob").inputs)
+    (container,) = sync["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["EDGEFM_MIRROR_CA_BUNDLE"] == "/etc/edgefm/ca/ca.crt" and "EDGEFM_REGISTRY_CA_BUNDLE" not in env
+    triton = unwrap(run.one("kubernetes:apps/v1:Deployment", "-triton").inputs)["spec"]["template"]["spec"]
+    assert triton["initContainers"][0]["name"] == "trust-site-ca"
+    mounts = {m["mountPath"] for m in triton["containers"][0]["volumeMounts"]}
+    assert "/etc/ssl/certs/ca-certificates.crt" in mounts
+
+
+def test_openshift_storage_trusts_the_service_ca() -> None:
+    run = run_for(STACKS / "Pulumi.site-harbor-ocp.yaml")
+    bundle = unwrap(run.one("kubernetes:core/v1:ConfigMap", "storage-ca-bundle").inputs)
+    assert bundle["metadata"]["annotations"] == {"service.beta.openshift.io/inject-cabundle": "true"}
+    assert not run.of_type("edgefm:spoke:SiteTls")
 
 
 def test_model_sync_uses_site_read_credentials_and_the_profile_version() -> None:
@@ -336,5 +384,5 @@ def test_stack_exports() -> None:
     assert run.exports["matchedProfiles"] == (["gpu", "finetune", "production"], False)
     assert run.exports["profile"][0]["serving"]["replicas"] == 2  # so a preview diffs the resolved profile
     assert run.exports["modelRepository"][0].startswith(
-        "s3://http://bridge-north-storage-minio.edgefm-system.svc:9000/"
+        "s3://https://bridge-north-storage-minio.edgefm-system.svc:9000/"
     )

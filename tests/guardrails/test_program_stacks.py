@@ -14,8 +14,6 @@ STACKS = harness.STACKS
 SITE_FILES = sorted(STACKS.glob("Pulumi.site-*.yaml"))
 SITES = [p.name.removeprefix("Pulumi.site-").removesuffix(".yaml") for p in SITE_FILES]
 TLS = "storage-tls-only"
-# k3s sites run MinIO, which the program reaches over plain http today (reported to the program's owner).
-PLAIN_HTTP_STORAGE = {"site-bridge-north", "site-bridge-south", "site-viaduct-cpu"}
 
 
 def resources_of(run: harness.Run) -> list[Resource]:
@@ -55,18 +53,7 @@ def test_program_passes_every_guardrail_but_tls(stack: str) -> None:
     assert found == {}, show(found)
 
 
-@pytest.mark.parametrize(
-    "stack",
-    [
-        pytest.param(
-            s,
-            marks=pytest.mark.xfail(
-                s in PLAIN_HTTP_STORAGE, strict=True, reason="site MinIO is reached over http:// (program change)"
-            ),
-        )
-        for s in STACK_IDS
-    ],
-)
+@pytest.mark.parametrize("stack", STACK_IDS)
 def test_program_reaches_object_storage_over_tls(stack: str) -> None:
     found = evaluate(stack_resources(stack))
     assert TLS not in found, show({TLS: found.get(TLS, [])})

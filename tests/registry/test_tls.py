@@ -44,7 +44,7 @@ def _settings(server: MinioServer, ca: Path | None) -> BucketSettings:
         bucket="tls-models",
         endpoint_url=server.endpoint_url,
         access_key_id=server.access_key,
-        secret_access_key=server.secret_key,  # type: ignore[arg-type]
+        secret_access_key=server.secret_key,
         ca_bundle=str(ca) if ca else None,
         max_attempts=1,
     )
@@ -67,6 +67,7 @@ def test_untrusted_certificate_is_a_clear_error(tls_minio: tuple[MinioServer, Pa
 
 def test_ca_bundle_comes_from_the_environment() -> None:
     settings = BucketSettings.from_env(
-        "EDGEFM_MIRROR_", environ={"EDGEFM_MIRROR_BUCKET": "site-models", "EDGEFM_MIRROR_CA_BUNDLE": "/etc/edgefm/ca/ca.crt"}
+        "EDGEFM_MIRROR_",
+        environ={"EDGEFM_MIRROR_BUCKET": "site-models", "EDGEFM_MIRROR_CA_BUNDLE": "/etc/edgefm/ca/ca.crt"},
     )
     assert settings.ca_bundle == "/etc/edgefm/ca/ca.crt"
