@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import SecretStr, ValidationError
@@ -19,6 +19,7 @@ from edgefm.config import HubSpec, SiteSpec
 from edgefm.placement import PlacementPolicy, ResolvedSite, resolve
 from edgefm.problems import ConfigError, Problem, from_validation_error
 
+SpecT = TypeVar("SpecT", SiteSpec, HubSpec)
 NAMESPACE = "edgefm"
 HUB_STACK = "hub"
 SITE_PREFIX = "site-"
@@ -146,6 +147,19 @@ def _plain_str(raw: RawConfig, key: str, stack: str, problems: list[Problem]) ->
     return item.value
 
 
+def _spec(raw: RawConfig, key: str, model: type[SpecT], stack: str, problems: list[Problem]) -> SpecT | None:
+    """The stack's main object (`edgefm:site` or `edgefm:hub`), validated; None with problems recorded."""
+    item = raw.get(f"{NAMESPACE}:{key}")
+    if item is None:
+        problems.append(Problem(stack, f"{NAMESPACE}:{key}", "required key is missing"))
+        return None
+    try:
+        return model.model_validate(item.value)
+    except ValidationError as exc:
+        problems += from_validation_error(stack, f"{NAMESPACE}:{key}", exc)
+        return None
+
+
 def _check_keys(raw: RawConfig, allowed: frozenset[str], stack: str, problems: list[Problem]) -> None:
     for full in raw:
         ns, _, key = full.partition(":")
@@ -166,15 +180,7 @@ def parse_site(stack: str, raw: RawConfig, env: Mapping[str, str] | None = None)
     env = os.environ if env is None else env
     problems: list[Problem] = []
     _check_keys(raw, SITE_KEYS, stack, problems)
-    site_raw = raw.get(f"{NAMESPACE}:site")
-    site: SiteSpec | None = None
-    if site_raw is None:
-        problems.append(Problem(stack, f"{NAMESPACE}:site", "required key is missing"))
-    else:
-        try:
-            site = SiteSpec.model_validate(site_raw.value)
-        except ValidationError as exc:
-            problems += from_validation_error(stack, f"{NAMESPACE}:site", exc)
+    site = _spec(raw, "site", SiteSpec, stack, problems)
     ssh = _secret(raw, "sshPrivateKey", stack, problems)
     kubeconfig = _secret(raw, "kubeconfig", stack, problems)
     render_dir = _render_dir(raw, stack, problems, env)
@@ -204,15 +210,7 @@ def parse_hub(stack: str, raw: RawConfig, env: Mapping[str, str] | None = None) 
     env = os.environ if env is None else env
     problems: list[Problem] = []
     _check_keys(raw, HUB_KEYS, stack, problems)
-    hub_raw = raw.get(f"{NAMESPACE}:hub")
-    hub: HubSpec | None = None
-    if hub_raw is None:
-        problems.append(Problem(stack, f"{NAMESPACE}:hub", "required key is missing"))
-    else:
-        try:
-            hub = HubSpec.model_validate(hub_raw.value)
-        except ValidationError as exc:
-            problems += from_validation_error(stack, f"{NAMESPACE}:hub", exc)
+    hub = _spec(raw, "hub", HubSpec, stack, problems)
     kubeconfig = _secret(raw, "kubeconfig", stack, problems)
     seed = _secret(raw, "credentialSeed", stack, problems)
     grafana = _secret(raw, "grafanaAdminPassword", stack, problems)
