@@ -1,17 +1,16 @@
 """SiteTls: the site's private CA and cert-manager, so in-cluster services (the site's object storage) serve
-TLS with certificates that renew on site. The CA key is generated once on the machine running Pulumi and
-kept in state as a secret; its public certificate is distributed to every client namespace."""
+TLS with certificates that renew on site. The CA is generated once when the stack is first updated and kept
+in state (its key as a secret); its public certificate is distributed to every client namespace."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import pulumi
-import pulumi_command as command
 import pulumi_kubernetes as k8s
 
 from components.addons import helm_chart, namespace
+from components.generated import CertificateAuthority
 from components.kube import meta
 from components.secrets import secret_output
 from edgefm.profile import ChartRef
@@ -19,21 +18,6 @@ from edgefm.profile import ChartRef
 CERT_MANAGER_NAMESPACE = "cert-manager"
 CA_SECRET = "edgefm-site-ca"
 ISSUER = "edgefm-site-ca"
-# A P-256 CA valid for ten years; the command text is a resource input, so it stays the same everywhere.
-_MAKE_CA = (
-    "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 "
-    '-subj "/CN=edgefm site CA" -addext "basicConstraints=critical,CA:TRUE" '
-    '-addext "keyUsage=critical,keyCertSign,cRLSign" -keyout /dev/stdout -out /dev/stdout 2>/dev/null'
-)
-_PEM = re.compile(r"-----BEGIN ([A-Z ]+)-----.*?-----END \1-----\n?", re.S)
-
-
-def pem_block(text: str, kind: str) -> str:
-    """The first PEM block of `kind` (e.g. CERTIFICATE, PRIVATE KEY) in `text`."""
-    for match in _PEM.finditer(text):
-        if match.group(1) == kind:
-            return match.group(0) if match.group(0).endswith("\n") else match.group(0) + "\n"
-    raise ValueError(f"no {kind} PEM block in the generated CA")
 
 
 @dataclass
@@ -50,15 +34,11 @@ class SiteTls(pulumi.ComponentResource):
         super().__init__("edgefm:spoke:SiteTls", name, None, opts)
         site, comp = args.site, "tls"
         child = pulumi.ResourceOptions(parent=self)
-        generated = command.local.Command(
-            f"{name}-ca",
-            create=_MAKE_CA,
-            logging=command.local.Logging.NONE,
-            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["stdout"]),
+        ca_pair = CertificateAuthority(
+            f"{name}-ca", common_name=f"edgefm {site} site CA", opts=pulumi.ResourceOptions(parent=self)
         )
-        pem = secret_output(generated.stdout)
-        # The certificate is public: unwrap it so it can go into ConfigMaps in every client namespace.
-        self.ca_certificate = pulumi.Output.unsecret(pem.apply(lambda t: pem_block(t, "CERTIFICATE")))
+        # The certificate is public: it goes into ConfigMaps in every client namespace.
+        self.ca_certificate = ca_pair.certificate
         ns = namespace(CERT_MANAGER_NAMESPACE, site, comp, child)
         chart = helm_chart(
             f"{name}-cert-manager",
@@ -80,8 +60,8 @@ class SiteTls(pulumi.ComponentResource):
             metadata=meta(CA_SECRET, site, comp, ns.metadata.name),
             type="kubernetes.io/tls",
             string_data={
-                "tls.crt": pem.apply(lambda t: pem_block(t, "CERTIFICATE")),
-                "tls.key": pem.apply(lambda t: pem_block(t, "PRIVATE KEY")),
+                "tls.crt": ca_pair.certificate,
+                "tls.key": secret_output(ca_pair.private_key),
             },
             opts=child,
         )

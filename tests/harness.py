@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dill
 import pulumi
 import yaml
 from pulumi.runtime import mocks as pmocks
@@ -22,8 +24,6 @@ STACKS = ROOT / "stacks"
 PLACEMENT = ROOT / "policies" / "placement.yaml"
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 FAKE_SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nfake-test-key\n-----END OPENSSH PRIVATE KEY-----"
-FAKE_CA_KEY = "-----BEGIN PRIVATE KEY-----\nfake-test-ca-key\n-----END PRIVATE KEY-----\n"
-FAKE_CA_CERT = "-----BEGIN CERTIFICATE-----\nfake-test-ca-cert\n-----END CERTIFICATE-----\n"
 FAKE_KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters: []\n"
 
 HUB_OUTPUTS: dict[str, Any] = {
@@ -56,6 +56,8 @@ class Recorded:
 @dataclass
 class Run:
     resources: list[Recorded] = field(default_factory=list)
+    # Secret values the dynamic providers generated (random secrets, CA keys), to look for leaks.
+    generated_secrets: list[str] = field(default_factory=list)
     # Stack output name → (value, is it secret).
     exports: dict[str, tuple[Any, bool]] = field(default_factory=dict)
 
@@ -108,8 +110,14 @@ class _Mocks(pulumi.runtime.Mocks):
                 "outputs": dict(self.hub_outputs),
                 "secretOutputNames": ["siteCredentials"],
             }
-        elif args.typ == "command:local:Command" and "openssl req -x509" in str(args.inputs.get("create")):
-            outputs["stdout"] = FAKE_CA_KEY + FAKE_CA_CERT
+        elif args.typ.startswith("pulumi-python:dynamic"):
+            # Run the real dynamic provider, as the engine would: tests see real random values and CAs.
+            provider = dill.loads(base64.b64decode(unwrap(args.inputs["__provider"])))
+            props = {k: v for k, v in unwrap(args.inputs).items() if k != "__provider"}
+            created = provider.create(props)
+            outs = dict(created.outs or {})
+            self.run.generated_secrets += [str(outs[k]) for k in ("value", "private_key") if outs.get(k)]
+            return created.id, outs
         elif args.typ == "command:local:Command":
             outputs["stdout"] = "0f" * 16
         elif args.typ == "command:remote:Command":

@@ -1,0 +1,109 @@
+"""The fleet through the Pulumi Automation API: preview, update and destroy site and hub stacks.
+
+This is what `make demo`, the integration tests and a portal use; the CLI (`edgefm fleet ...`) wraps it.
+Every operation runs the guardrail policy pack, so a mandatory violation fails the stack's preview.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pulumi import automation as auto
+
+from edgefm.stacks import HUB_STACK, RENDER_ROOT_ENV, SITE_PREFIX
+
+Operation = Literal["preview", "update", "destroy"]
+GUARDRAILS = Path("policies") / "guardrails"
+
+
+@dataclass(frozen=True)
+class StackRun:
+    """One operation on one stack: what the engine counted, how long it took, what it rendered."""
+
+    stack: str
+    operation: Operation
+    changes: dict[str, int]
+    seconds: float
+    manifests: int = 0
+    outputs: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> int:
+        return sum(n for op, n in self.changes.items() if op != "same")
+
+
+def stack_names(root: Path) -> list[str]:
+    """The hub first (sites read its outputs), then every site, by name."""
+    sites = sorted(
+        p.name.removeprefix("Pulumi.").removesuffix(".yaml")
+        for p in (root / "stacks").glob(f"Pulumi.{SITE_PREFIX}*.yaml")
+    )
+    hub = [HUB_STACK] if (root / "stacks" / f"Pulumi.{HUB_STACK}.yaml").exists() else []
+    return hub + sites
+
+
+def _count(changes: Mapping[auto.OpType, int] | Mapping[str, int] | None) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for op, n in (changes or {}).items():
+        key = op.value if isinstance(op, auto.OpType) else str(op)
+        out[key] = out.get(key, 0) + int(n)
+    return out
+
+
+class Fleet:
+    """Stacks of one edgefm checkout on one backend.
+
+    `render_root` turns on render mode for every stack (manifests under `<render_root>/<stack>`);
+    `workspace_options` is `edgefm.engine_env.workspace_options` or a stand-in that returns the Automation
+    API's LocalWorkspaceOptions for a work directory and extra environment.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        workspace_options: Callable[..., auto.LocalWorkspaceOptions],
+        *,
+        render_root: Path | None = None,
+        policy_packs: Sequence[Path] | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.root = root.resolve()
+        self.render_root = render_root.resolve() if render_root else None
+        self.policy_packs = [str(p) for p in (policy_packs if policy_packs is not None else [self.root / GUARDRAILS])]
+        env = dict(extra_env or {})
+        if self.render_root is not None:
+            env[RENDER_ROOT_ENV] = str(self.render_root)
+        self._options = workspace_options(work_dir=self.root, extra_env=env)
+
+    def stacks(self) -> list[str]:
+        return stack_names(self.root)
+
+    def stack(self, name: str) -> auto.Stack:
+        return auto.create_or_select_stack(stack_name=name, work_dir=str(self.root), opts=self._options)
+
+    def _manifests(self, name: str) -> int:
+        if self.render_root is None:
+            return 0
+        return sum(1 for _ in (self.render_root / name).rglob("*.yaml"))
+
+    def preview(self, name: str, on_output: Callable[[str], None] | None = None) -> StackRun:
+        started = time.monotonic()
+        result = self.stack(name).preview(policy_packs=self.policy_packs, on_output=on_output, diff=False)
+        return StackRun(name, "preview", _count(result.change_summary), time.monotonic() - started)
+
+    def up(self, name: str, on_output: Callable[[str], None] | None = None) -> StackRun:
+        started = time.monotonic()
+        result = self.stack(name).up(policy_packs=self.policy_packs, on_output=on_output)
+        changes = _count(result.summary.resource_changes)
+        outputs = {k: ("[secret]" if v.secret else v.value) for k, v in result.outputs.items()}
+        return StackRun(name, "update", changes, time.monotonic() - started, self._manifests(name), outputs)
+
+    def destroy(self, name: str, on_output: Callable[[str], None] | None = None) -> StackRun:
+        """Destroys everything but protected resources (the datasets bucket), which stay in state."""
+        started = time.monotonic()
+        result = self.stack(name).destroy(exclude_protected=True, on_output=on_output)
+        return StackRun(name, "destroy", _count(result.summary.resource_changes), time.monotonic() - started)
