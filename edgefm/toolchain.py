@@ -281,10 +281,6 @@ class Manifest:
         status = self.artefacts.get(name)
         return status is not None and status.status == "ready"
 
-    @property
-    def substitutes(self) -> dict[str, str]:
-        return {n: a.substitute for n, a in self.artefacts.items() if a.substitute}
-
     def to_json(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
@@ -342,7 +338,8 @@ class Progress:
     def line(self, step: str, message: str, style: str = "") -> None:
         text = f"[dim]{self.elapsed():7.1f}s[/dim] [bold]{step:<16}[/bold] "
         body = escape(message)
-        self.console.print(text + (f"[{style}]{body}[/{style}]" if style else body), highlight=False)
+        line = text + (f"[{style}]{body}[/{style}]" if style else body)
+        self.console.print(line, highlight=False, soft_wrap=True)
 
 
 def _tail(text: str, lines: int = TAIL_LINES) -> str:
@@ -1008,9 +1005,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             console=console, rebuild=rebuild, use_system=not args.no_system, layout=layout
         )
     except ToolchainError as exc:
-        console.print(f"[bold red]make tools failed at step {escape(exc.step)}:[/] {escape(exc.message)}")
+        console.print(
+            f"[bold red]make tools failed at step {escape(exc.step)}:[/] {escape(exc.message)}",
+            soft_wrap=True,
+        )
         if exc.tail:
-            console.print(f"[dim]--- last lines of output ---[/dim]\n{escape(exc.tail)}", highlight=False)
+            console.print(f"[dim]--- last lines of output ---[/dim]\n{escape(exc.tail)}", soft_wrap=True)
         return 1
     if args.prune:
         prune(layout)
