@@ -193,8 +193,8 @@ def load_sources(pins: SdkPins, path: Path = SOURCES_FILE) -> dict[str, Artefact
         if entry is None:
             raise ToolchainError(
                 "sources",
-                f'{path.relative_to(REPO_ROOT)} has no [{name}."{version}"] entry for the version the SDK '
-                "pins; add the exact Go module version to build",
+                f'{path} has no [{name}."{version}"] entry for the version the SDK pins; '
+                "add the exact Go module version to build",
             )
         where = f'[{name}."{version}"]'
         candidates = tuple(_candidate(c, where) for c in entry.get("candidates", ()))
@@ -856,6 +856,7 @@ def ensure_toolchain(
     rebuild: Sequence[str] = (),
     use_system: bool = True,
     layout: Layout | None = None,
+    sources_file: Path = SOURCES_FILE,
 ) -> Manifest:
     """Make the engine available (building what is missing or stale) and return its manifest."""
     layout = layout or Layout(toolchain_dir())
@@ -869,7 +870,7 @@ def ensure_toolchain(
             if system is not None:
                 _write_manifest(layout, system)
                 return system
-        sources = load_sources(pins)
+        sources = load_sources(pins, sources_file)
         builder = Builder(layout, progress, pins, sources)
         statuses: dict[str, ArtefactStatus] = {}
 
