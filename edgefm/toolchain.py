@@ -984,6 +984,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--prune", action="store_true", help="after a successful run, delete GOCACHE and build/"
     )
+    parser.add_argument("--sources", type=Path, default=SOURCES_FILE, help="Go module sources (%(default)s)")
     args = parser.parse_args(argv)
     console = Console(highlight=False)
     layout = Layout(toolchain_dir())
@@ -1003,7 +1004,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         rebuild = tuple(args.rebuild) or (CLI, LANGUAGE_HOST, *PROVIDER_SDKS)
     try:
         manifest = ensure_toolchain(
-            console=console, rebuild=rebuild, use_system=not args.no_system, layout=layout
+            console=console,
+            rebuild=rebuild,
+            use_system=not args.no_system,
+            layout=layout,
+            sources_file=args.sources,
         )
     except ToolchainError as exc:
         console.print(
