@@ -1024,9 +1024,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{n}: {a.substitute or a.reason}" for n, a in manifest.artefacts.items() if a.substitute or a.reason
     ]
     if problems:
-        console.print(
-            "[yellow]not exactly as pinned:[/yellow]\n  " + "\n  ".join(escape(p) for p in problems)
-        )
+        listing = "\n  ".join(escape(p) for p in problems)
+        console.print(f"[yellow]not exactly as pinned:[/yellow]\n  {listing}", soft_wrap=True)
         if args.strict:
             return 2
     return 0
