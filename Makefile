@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install minio lint typecheck unit test demo bench clean
+.PHONY: install tools tools-status minio lint typecheck unit test demo bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,6 +16,14 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# The Pulumi engine (CLI, Python language host, provider plugins): a compatible pulumi on PATH is used as it
+# is, otherwise it is built from Go modules into ~/.cache/edgefm/toolchain (see tools/engine/README.md).
+tools: install
+	$(BIN)/python -m edgefm.toolchain
+
+tools-status: install
+	$(BIN)/python -m edgefm.toolchain --status
 
 # MinIO for the registry tests, built from its Go module into ~/.cache/edgefm/minio (cold: minutes; warm: instant).
 minio: install
@@ -30,7 +38,7 @@ typecheck: install
 	# Separately: the pack's __main__.py would clash with the program's.
 	$(BIN)/mypy policies/guardrails/__main__.py policies/guardrails/edgefm_guardrails
 
-unit: install minio
+unit: install minio tools
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck unit

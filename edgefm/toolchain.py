@@ -1,0 +1,1035 @@
+"""`make tools`: provide the Pulumi engine (CLI, Python language host, provider plugins) for edgefm.
+
+Run as ``python -m edgefm.toolchain``. A compatible ``pulumi`` already on PATH, with the plugins the pinned
+SDKs need, is used as it is. Otherwise everything is built from Go modules through the Go module proxy into
+a cache outside the repository (``$EDGEFM_TOOLCHAIN_DIR``, default
+``${XDG_CACHE_HOME:-~/.cache}/edgefm/toolchain``):
+
+    bin/           pulumi, pulumi-language-python, pulumi-language-python-exec
+    pulumi-home/   PULUMI_HOME: the plugin cache holding the providers under the SDKs' exact versions
+    build/         wrapper Go modules and build logs (scratch)
+    gocache/       GOCACHE (scratch; GOMODCACHE stays Go's default so downloads are shared)
+    stamps/        one JSON stamp per artefact: what was built, for which SDK version
+    toolchain.json the manifest edgefm.engine_env reads
+
+Versions come from the venv: the ``pulumi`` distribution for the CLI and language host, each provider SDK's
+``pulumi-plugin.json`` for the providers. Which Go module version builds each of them is pinned in
+``tools/engine/sources.toml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from rich.console import Console
+from rich.markup import escape
+
+REPO_ROOT: Final = Path(__file__).resolve().parent.parent
+SOURCES_FILE: Final = REPO_ROOT / "tools" / "engine" / "sources.toml"
+
+# Provider SDKs whose plugins the engine must load, by plugin name. pulumi-aws is left out on purpose: its
+# provider module replaces a local ../upstream checkout that no module proxy serves, so it cannot be built.
+PROVIDER_SDKS: Final[Mapping[str, str]] = {"kubernetes": "pulumi_kubernetes", "command": "pulumi_command"}
+
+CLI: Final = "cli"
+LANGUAGE_HOST: Final = "language-python"
+SCHEMA: Final = 1  # bump when the stamp or manifest layout changes, so old caches rebuild
+PULUMI_SDK_MODULE: Final = "github.com/pulumi/pulumi/sdk/v3"
+PULUMI_VERSION_VAR: Final = "github.com/pulumi/pulumi/sdk/v3/go/common/version.Version"
+TAIL_LINES: Final = 40
+
+
+class ToolchainError(RuntimeError):
+    """A bootstrap step failed; `step` names it and `tail` holds the end of the tool's output."""
+
+    def __init__(self, step: str, message: str, tail: str = "") -> None:
+        super().__init__(f"{step}: {message}")
+        self.step = step
+        self.message = message
+        self.tail = tail
+
+
+# --------------------------------------------------------------------------------------------- versions
+
+
+@dataclass(frozen=True)
+class SdkPins:
+    """What the Python SDKs in this interpreter's environment need from the engine."""
+
+    pulumi: str
+    plugins: Mapping[str, str]
+
+
+def read_sdk_pins() -> SdkPins:
+    """Read the versions from the installed SDKs (without importing them: pulumi_kubernetes takes seconds)."""
+    try:
+        pulumi_version = importlib.metadata.version("pulumi")
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise ToolchainError("sdk", "the `pulumi` Python SDK is not installed in this environment") from exc
+    plugins: dict[str, str] = {}
+    for name, package in PROVIDER_SDKS.items():
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ToolchainError("sdk", f"the `{package}` Python SDK is not installed in this environment")
+        meta_path = Path(next(iter(spec.submodule_search_locations))) / "pulumi-plugin.json"
+        meta = json.loads(meta_path.read_text())
+        if meta.get("name") != name or not isinstance(meta.get("version"), str):
+            raise ToolchainError("sdk", f"{meta_path} does not name plugin {name!r} with a version")
+        plugins[name] = meta["version"]
+    return SdkPins(pulumi=pulumi_version, plugins=plugins)
+
+
+def parse_semver(text: str) -> tuple[int, int, int]:
+    """`v3.274.1` or `3.274.1-alpha.x` -> (3, 274, 1); pre-release and build parts are ignored."""
+    core = text.strip().removeprefix("v").split("-", 1)[0].split("+", 1)[0]
+    parts = core.split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"not a semantic version: {text!r}")
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+def cli_is_compatible(cli_version: str, sdk_version: str) -> bool:
+    """Same major as the SDK, and the same minor or newer: a newer CLI serves older SDKs."""
+    try:
+        cli, sdk = parse_semver(cli_version), parse_semver(sdk_version)
+    except ValueError:
+        return False
+    return cli[0] == sdk[0] and cli[1] >= sdk[1]
+
+
+# ---------------------------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One exact Go module version that can build an artefact."""
+
+    module: str
+    version: str
+    package: str | None = None  # Go package of the binary; each artefact kind has a default
+    release: str | None = None  # release the source is (stamped into the binary); default: version's tag
+    requires: tuple[str, ...] = ()  # extra exact `module@version` requirements of the wrapper module
+    substitute: str | None = None  # set when this is not the release the SDK asks for, saying why
+
+    @property
+    def ref(self) -> str:
+        return f"{self.module}@{self.version}"
+
+    def release_version(self) -> str:
+        """The release without a leading v, e.g. 4.25.0; pseudo-versions must name it explicitly."""
+        if self.release:
+            return self.release
+        if self.version.count("-") >= 2 and self.version.split("-")[-1].isalnum():
+            raise ToolchainError("sources", f"{self.ref} is a pseudo-version: give it `release = ...`")
+        return self.version.removeprefix("v")
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "module": self.module,
+            "version": self.version,
+            "package": self.package,
+            "release": self.release,
+            "requires": list(self.requires),
+            "substitute": self.substitute,
+        }
+
+
+@dataclass(frozen=True)
+class ArtefactSource:
+    """The sources.toml entry for one artefact at the version the SDK asks for."""
+
+    name: str
+    wanted: str
+    candidates: tuple[Candidate, ...]
+    unavailable: str | None = None
+    options: Mapping[str, str] = field(default_factory=dict)
+
+
+def _candidate(raw: Mapping[str, Any], where: str) -> Candidate:
+    known = {"module", "version", "package", "release", "requires", "substitute"}
+    if unknown := set(raw) - known:
+        raise ToolchainError("sources", f"{where}: unknown keys {sorted(unknown)}")
+    try:
+        module, version = str(raw["module"]), str(raw["version"])
+    except KeyError as exc:
+        raise ToolchainError("sources", f"{where}: a candidate needs module and version") from exc
+    requires = tuple(str(r) for r in raw.get("requires", ()))
+    for req in requires:
+        if "@" not in req:
+            raise ToolchainError("sources", f"{where}: requirement {req!r} is not module@version")
+    return Candidate(
+        module=module,
+        version=version,
+        package=raw.get("package"),
+        release=raw.get("release"),
+        requires=requires,
+        substitute=raw.get("substitute"),
+    )
+
+
+def load_sources(pins: SdkPins, path: Path = SOURCES_FILE) -> dict[str, ArtefactSource]:
+    """The source entries for exactly the versions in `pins`; a missing entry is an error, not a guess."""
+    data = tomllib.loads(path.read_text())
+    wanted = {CLI: pins.pulumi, LANGUAGE_HOST: pins.pulumi, **pins.plugins}
+    sources: dict[str, ArtefactSource] = {}
+    for name, version in wanted.items():
+        entry = data.get(name, {}).get(version)
+        if entry is None:
+            raise ToolchainError(
+                "sources",
+                f'{path} has no [{name}."{version}"] entry for the version the SDK pins; '
+                "add the exact Go module version to build",
+            )
+        where = f'[{name}."{version}"]'
+        candidates = tuple(_candidate(c, where) for c in entry.get("candidates", ()))
+        unavailable = entry.get("unavailable")
+        if not candidates and not unavailable:
+            raise ToolchainError("sources", f"{where}: no candidates and no `unavailable` reason")
+        options = {k: str(v) for k, v in entry.items() if k not in {"candidates", "unavailable"}}
+        sources[name] = ArtefactSource(name, version, candidates, unavailable, options)
+    return sources
+
+
+# ----------------------------------------------------------------------------------------------- layout
+
+
+def toolchain_dir() -> Path:
+    """`$EDGEFM_TOOLCHAIN_DIR`, else `${XDG_CACHE_HOME:-~/.cache}/edgefm/toolchain`: never in the repo."""
+    if override := os.environ.get("EDGEFM_TOOLCHAIN_DIR"):
+        return Path(override).expanduser().resolve()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return (Path(cache).expanduser() / "edgefm" / "toolchain").resolve()
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.root / "bin"
+
+    @property
+    def pulumi_home(self) -> Path:
+        return self.root / "pulumi-home"
+
+    @property
+    def build_dir(self) -> Path:
+        return self.root / "build"
+
+    @property
+    def gocache(self) -> Path:
+        return self.root / "gocache"
+
+    @property
+    def stamps_dir(self) -> Path:
+        return self.root / "stamps"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "toolchain.json"
+
+    @property
+    def pulumi(self) -> Path:
+        return self.bin_dir / "pulumi"
+
+    def stamp_path(self, name: str) -> Path:
+        return self.stamps_dir / f"{name}.json"
+
+
+# --------------------------------------------------------------------------------------------- manifest
+
+
+@dataclass(frozen=True)
+class ArtefactStatus:
+    wanted: str
+    status: str  # "ready" or "unavailable"
+    built_from: str | None = None
+    substitute: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What `ensure_toolchain` provided; edgefm.engine_env builds the engine environment from it."""
+
+    mode: str  # "built" (from Go modules into the cache) or "system" (a pulumi already on PATH)
+    bin_dir: Path
+    pulumi: Path
+    pulumi_home: Path | None  # None: the system install's own (PULUMI_HOME or ~/.pulumi) is used
+    cli_version: str
+    sdk: SdkPins
+    artefacts: Mapping[str, ArtefactStatus]
+
+    def has_plugin(self, name: str) -> bool:
+        status = self.artefacts.get(name)
+        return status is not None and status.status == "ready"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "mode": self.mode,
+            "bin_dir": str(self.bin_dir),
+            "pulumi": str(self.pulumi),
+            "pulumi_home": str(self.pulumi_home) if self.pulumi_home else None,
+            "cli_version": self.cli_version,
+            "sdk": {"pulumi": self.sdk.pulumi, "plugins": dict(self.sdk.plugins)},
+            "artefacts": {
+                name: {k: v for k, v in vars(a).items() if v is not None}
+                for name, a in self.artefacts.items()
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Manifest:
+        home = data.get("pulumi_home")
+        return cls(
+            mode=str(data["mode"]),
+            bin_dir=Path(data["bin_dir"]),
+            pulumi=Path(data["pulumi"]),
+            pulumi_home=Path(home) if home else None,
+            cli_version=str(data["cli_version"]),
+            sdk=SdkPins(pulumi=data["sdk"]["pulumi"], plugins=dict(data["sdk"]["plugins"])),
+            artefacts={name: ArtefactStatus(**a) for name, a in data["artefacts"].items()},
+        )
+
+
+def load_manifest(layout: Layout | None = None) -> Manifest | None:
+    """The manifest of the last successful bootstrap; None if there is none or it has an old schema."""
+    path = (layout or Layout(toolchain_dir())).manifest_path
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if data.get("schema") != SCHEMA:
+        return None
+    return Manifest.from_json(data)
+
+
+# ------------------------------------------------------------------------------------------- processes
+
+
+class Progress:
+    """One line per step, each prefixed with the seconds since the bootstrap started."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.t0 = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def line(self, step: str, message: str, style: str = "") -> None:
+        text = f"[dim]{self.elapsed():7.1f}s[/dim] [bold]{step:<16}[/bold] "
+        body = escape(message)
+        line = text + (f"[{style}]{body}[/{style}]" if style else body)
+        self.console.print(line, highlight=False, soft_wrap=True)
+
+
+def _tail(text: str, lines: int = TAIL_LINES) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def run_tool(
+    args: Sequence[str],
+    *,
+    step: str,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    log: Path | None = None,
+) -> str:
+    """Run a command; return its combined output, or raise ToolchainError with the output's tail."""
+    try:
+        proc = subprocess.run(
+            list(args),
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            check=False,
+        )
+    except OSError as exc:
+        raise ToolchainError(step, f"cannot run {args[0]}: {exc}") from exc
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as fh:
+            fh.write(f"$ {' '.join(args)}\n{proc.stdout}\n")
+    if proc.returncode != 0:
+        raise ToolchainError(step, f"`{' '.join(args)}` exited with {proc.returncode}", _tail(proc.stdout))
+    return proc.stdout
+
+
+class Go:
+    """The go command, with this toolchain's build scratch and low CPU priority (the machine is shared)."""
+
+    def __init__(self, layout: Layout) -> None:
+        go = shutil.which("go")
+        if go is None:
+            raise ToolchainError("go", "the go command is not on PATH; install Go 1.26 or newer")
+        self.layout = layout
+        self.nice = ["nice", "-n", "10"] if shutil.which("nice") else []
+        self.go = go
+        self.env = {
+            **os.environ,
+            "GOCACHE": str(layout.gocache),
+            "GOTOOLCHAIN": "local",  # never download another toolchain
+            "GOWORK": "off",
+            "GO111MODULE": "on",
+            "GOFLAGS": "-buildvcs=false -mod=mod",  # the wrapper modules are generated, not vendored
+            "CGO_ENABLED": "0",  # static binaries, no C toolchain needed
+        }
+
+    def __call__(
+        self, *args: str, step: str, cwd: Path, log: Path | None = None, env: Mapping[str, str] | None = None
+    ) -> str:
+        return run_tool(
+            [*self.nice, self.go, *args], step=step, cwd=cwd, env={**self.env, **(env or {})}, log=log
+        )
+
+    def version(self) -> str:
+        return run_tool([self.go, "env", "GOVERSION"], step="go", env=self.env).strip()
+
+    def download(self, ref: str, step: str) -> dict[str, Any] | None:
+        """`go mod download -json` of one module version (Dir, GoMod), or None if the proxy refuses it."""
+        scratch = self.layout.build_dir / "download"
+        scratch.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(
+            [self.go, "mod", "download", "-json", ref],
+            cwd=scratch,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        try:
+            info: dict[str, Any] = json.loads(proc.stdout) if proc.stdout.strip() else {}
+        except ValueError as exc:
+            raise ToolchainError(
+                step, f"go mod download {ref}: unreadable output", _tail(proc.stderr)
+            ) from exc
+        if info.get("Error") or proc.returncode != 0 or "Dir" not in info:
+            return None
+        return info
+
+    def replaces(self, gomod: Path, step: str) -> tuple[list[str], list[str]]:
+        """(non-local replace flags for `go mod edit`, paths of local replacements) of a go.mod file."""
+        data = json.loads(self("mod", "edit", "-json", str(gomod), step=step, cwd=gomod.parent))
+        copied: list[str] = []
+        local: list[str] = []
+        for rep in data.get("Replace") or ():
+            old, new = rep["Old"], rep["New"]
+            old_ref = f"{old['Path']}@{old['Version']}" if old.get("Version") else old["Path"]
+            if new.get("Version"):
+                copied.append(f"-replace={old_ref}={new['Path']}@{new['Version']}")
+            else:
+                local.append(old["Path"])
+        return copied, local
+
+
+# ------------------------------------------------------------------------------------- build primitives
+
+
+def _write_wrapper(work: Path, package: str) -> None:
+    """A fresh wrapper directory with a tools.go that imports the binary's package."""
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    # The build tag keeps the main package out of every real build; `go mod tidy` still sees the import.
+    (work / "tools.go").write_text(f'//go:build tools\n\npackage tools\n\nimport _ "{package}"\n')
+
+
+def _make_wrapper(
+    go: Go,
+    work: Path,
+    *,
+    name: str,
+    requires: Sequence[str],
+    edits: Sequence[str],
+    step: str,
+    log: Path,
+) -> None:
+    """Create the wrapper module, pin its direct requirements exactly, tidy it, and check nothing moved."""
+    go("mod", "init", f"edgefm.local/toolchain/{name}", step=step, cwd=work, log=log)
+    go("mod", "edit", *(f"-require={r}" for r in requires), *edits, step=step, cwd=work, log=log)
+    go("mod", "tidy", step=step, cwd=work, log=log)
+    # Minimal version selection may raise a requirement when a dependency needs a newer one; the pins are
+    # exact, so that is an error here rather than a silent upgrade.
+    listed = go("list", "-m", "-json", *(r.split("@", 1)[0] for r in requires), step=step, cwd=work, log=log)
+    selected = {str(m["Path"]): m.get("Version") for m in _json_stream(listed)}
+    for req in requires:
+        module, version = req.split("@", 1)
+        if selected.get(module) != version:
+            raise ToolchainError(
+                step, f"{module} resolved to {selected.get(module)}, not the pinned {version}"
+            )
+
+
+def _json_stream(text: str) -> Iterator[dict[str, Any]]:
+    """`go list -json` prints concatenated JSON objects."""
+    decoder = json.JSONDecoder()
+    idx = 0
+    while True:
+        while idx < len(text) and text[idx].isspace():
+            idx += 1
+        if idx >= len(text):
+            return
+        obj, idx = decoder.raw_decode(text, idx)
+        yield obj
+
+
+def _go_build(
+    go: Go, work: Path, *, package: str, output: Path, version_var: str, version: str, step: str, log: Path
+) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    ldflags = f"-s -w -X {version_var}={version}"
+    go("build", "-trimpath", "-o", str(output), "-ldflags", ldflags, package, step=step, cwd=work, log=log)
+
+
+def _install_file(src: Path, dest: Path, mode: int = 0o755) -> None:
+    """Copy then rename, so a half-written binary never sits at the final path."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.copyfile(src, tmp)
+    tmp.chmod(mode)
+    tmp.replace(dest)
+
+
+def _make_writable(tree: Path) -> None:
+    """The module cache is read-only; the copy must accept generated files."""
+    for path in [tree, *tree.rglob("*")]:
+        path.chmod(path.stat().st_mode | stat.S_IWUSR)
+
+
+@dataclass(frozen=True)
+class ProviderRecipe:
+    """How to build one provider plugin from its module (defaults; a candidate may override the package)."""
+
+    binary: str
+    package_suffix: str  # below the module path
+    version_var_suffix: str  # below the module path, for -X
+    generate_dir: str | None = None  # run `VERSION=<release> go run generate.go` here in a writable copy
+
+
+PROVIDER_RECIPES: Final[Mapping[str, ProviderRecipe]] = {
+    "kubernetes": ProviderRecipe(
+        binary="pulumi-resource-kubernetes",
+        package_suffix="cmd/pulumi-resource-kubernetes",
+        version_var_suffix="pkg/version.Version",
+        # main.go embeds schema-embed.json and terraform-mapping-embed.json, generated, not in the module.
+        generate_dir="cmd/pulumi-resource-kubernetes",
+    ),
+    "command": ProviderRecipe(
+        binary="pulumi-resource-command",
+        package_suffix="cmd/pulumi-resource-command",
+        version_var_suffix="pkg/version.Version",
+    ),
+}
+
+
+# ----------------------------------------------------------------------------------------------- builder
+
+
+class Builder:
+    def __init__(
+        self, layout: Layout, progress: Progress, pins: SdkPins, sources: Mapping[str, ArtefactSource]
+    ):
+        self.layout = layout
+        self.progress = progress
+        self.pins = pins
+        self.sources = sources
+        self._go: Go | None = None
+
+    @property
+    def go(self) -> Go:
+        if self._go is None:  # only a build needs Go; warm runs never start it
+            self._go = Go(self.layout)
+        return self._go
+
+    # -- stamps
+
+    def stamp_matches(self, name: str) -> Candidate | None:
+        """The candidate the stamp says was built, if it is for the wanted version and still listed."""
+        src = self.sources[name]
+        try:
+            stamp = json.loads(self.layout.stamp_path(name).read_text())
+        except (OSError, ValueError):
+            return None
+        if stamp.get("schema") != SCHEMA or stamp.get("wanted") != src.wanted:
+            return None
+        for cand in src.candidates:
+            if cand.as_json() == stamp.get("candidate"):
+                return cand
+        return None
+
+    def write_stamp(self, name: str, cand: Candidate, seconds: float) -> None:
+        src = self.sources[name]
+        path = self.layout.stamp_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stamp = {
+            "schema": SCHEMA,
+            "wanted": src.wanted,
+            "candidate": cand.as_json(),
+            "go": self.go.version(),
+            "build_seconds": round(seconds, 1),
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        path.write_text(json.dumps(stamp, indent=2) + "\n")
+
+    def choose(self, name: str) -> tuple[Candidate, dict[str, Any]]:
+        """The first candidate the module proxy serves, with its `go mod download` info."""
+        src = self.sources[name]
+        refused: list[str] = []
+        for cand in src.candidates:
+            info = self.go.download(cand.ref, name)
+            if info is not None:
+                return cand, info
+            refused.append(cand.ref)
+        raise ToolchainError(name, "the Go module proxy serves none of: " + ", ".join(refused))
+
+    # -- artefacts
+
+    def cli_ready(self) -> Candidate | None:
+        cand = self.stamp_matches(CLI)
+        if cand is None or not os.access(self.layout.pulumi, os.X_OK):
+            return None
+        out = subprocess.run(
+            [str(self.layout.pulumi), "version"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PULUMI_SKIP_UPDATE_CHECK": "true"},
+            check=False,
+        )
+        return cand if out.stdout.strip() == f"v{cand.release_version()}" else None
+
+    def log_for(self, name: str) -> Path:
+        """One log per artefact, outside the work directories that each build starts afresh."""
+        return self.layout.build_dir / f"{name}.log"
+
+    def start_log(self, name: str) -> Path:
+        log = self.log_for(name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("")
+        return log
+
+    def build_cli(self) -> Candidate:
+        step = CLI
+        log = self.start_log(step)
+        cand, info = self.choose(step)
+        package = cand.package or "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi"
+        work = self.layout.build_dir / step
+        self.progress.line(step, f"building {package} from {cand.ref} (log: {log}) …")
+        edits, _local = self.go.replaces(Path(info["GoMod"]), step)  # drops pkg's `sdk/v3 => ../sdk`
+        _write_wrapper(work, package)
+        requires = [cand.ref, f"{PULUMI_SDK_MODULE}@{cand.version}", *cand.requires]
+        _make_wrapper(self.go, work, name=step, requires=requires, edits=edits, step=step, log=log)
+        out = work / "out" / "pulumi"
+        release = f"v{cand.release_version()}"
+        _go_build(
+            self.go,
+            work,
+            package=package,
+            output=out,
+            version_var=PULUMI_VERSION_VAR,
+            version=release,
+            step=step,
+            log=log,
+        )
+        _install_file(out, self.layout.pulumi)
+        return cand
+
+    def language_host_ready(self) -> Candidate | None:
+        cand = self.stamp_matches(LANGUAGE_HOST)
+        host = self.layout.bin_dir / "pulumi-language-python"
+        script = self.layout.bin_dir / "pulumi-language-python-exec"
+        if cand is None or not (os.access(host, os.X_OK) and os.access(script, os.X_OK)):
+            return None
+        return cand
+
+    def build_language_host(self) -> Candidate:
+        step = LANGUAGE_HOST
+        log = self.start_log(step)
+        src = self.sources[step]
+        cand, info = self.choose(step)
+        package = cand.package or "github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3"
+        work = self.layout.build_dir / step
+        self.progress.line(step, f"building {package} from {cand.ref} (log: {log}) …")
+        edits, _local = self.go.replaces(Path(info["GoMod"]), step)
+        _write_wrapper(work, package)
+        _make_wrapper(
+            self.go, work, name=step, requires=[cand.ref, *cand.requires], edits=edits, step=step, log=log
+        )
+        out = work / "out" / "pulumi-language-python"
+        release = f"v{cand.release_version()}"
+        _go_build(
+            self.go,
+            work,
+            package=package,
+            output=out,
+            version_var=PULUMI_VERSION_VAR,
+            version=release,
+            step=step,
+            log=log,
+        )
+        # The host runs programs through this script, which it looks for next to its own binary.
+        script_ref = f"{src.options['exec_script_module']}@{src.options['exec_script_version']}"
+        script_info = self.go.download(script_ref, step)
+        if script_info is None:
+            raise ToolchainError(
+                step, f"the Go module proxy does not serve {script_ref} (for the exec script)"
+            )
+        script = Path(script_info["Dir"]) / src.options["exec_script_path"]
+        if not script.is_file():
+            raise ToolchainError(step, f"{script_ref} has no {src.options['exec_script_path']}")
+        _install_file(out, self.layout.bin_dir / "pulumi-language-python")
+        _install_file(script, self.layout.bin_dir / "pulumi-language-python-exec")
+        return cand
+
+    def provider_ready(self, name: str, installed: Mapping[str, set[str]]) -> Candidate | None:
+        cand = self.stamp_matches(name)
+        if cand is None or self.sources[name].wanted not in installed.get(name, set()):
+            return None
+        return cand
+
+    def provider_binary(self, name: str) -> Path:
+        return self.layout.build_dir / name / "out" / PROVIDER_RECIPES[name].binary
+
+    def build_provider(self, name: str) -> Candidate:
+        step = name
+        recipe = PROVIDER_RECIPES.get(name)
+        if recipe is None:
+            raise ToolchainError(step, f"no build recipe for provider {name!r} in edgefm.toolchain")
+        log = self.start_log(step)
+        cand, info = self.choose(step)
+        package = cand.package or f"{cand.module}/{recipe.package_suffix}"
+        release = cand.release_version()
+        work = self.layout.build_dir / name
+        self.progress.line(step, f"building {package} from {cand.ref}, release {release} (log: {log}) …")
+        if work.exists():
+            _make_writable(work)
+            shutil.rmtree(work)
+        edits, local = self.go.replaces(Path(info["GoMod"]), step)
+        wrapper = work / "wrapper"
+        _write_wrapper(wrapper, package)
+        if recipe.generate_dir is not None:
+            # Generated files need a writable copy of the module, which the wrapper then builds via a replace.
+            copy = work / "src"
+            shutil.copytree(info["Dir"], copy, symlinks=True)
+            _make_writable(copy)
+            if local:  # e.g. `sdk/v4 => ../sdk`: no such directory in a module copy; the wrapper pins it
+                self.go("mod", "edit", *(f"-dropreplace={p}" for p in local), step=step, cwd=copy, log=log)
+            self.progress.line(step, f"generating embedded files: VERSION={release} go run generate.go")
+            gen_dir = copy / recipe.generate_dir
+            self.go("run", "generate.go", step=step, cwd=gen_dir, log=log, env={"VERSION": release})
+            edits = [*edits, f"-replace={cand.module}=../src"]
+        requires = [cand.ref, *cand.requires]
+        _make_wrapper(self.go, wrapper, name=name, requires=requires, edits=edits, step=step, log=log)
+        _go_build(
+            self.go,
+            wrapper,
+            package=package,
+            output=self.provider_binary(name),
+            version_var=f"{cand.module}/{recipe.version_var_suffix}",
+            version=release,
+            step=step,
+            log=log,
+        )
+        return cand
+
+    def install_plugin(self, name: str, env: Mapping[str, str]) -> None:
+        """Install the built binary into the plugin cache under exactly the version the SDK asks for."""
+        wanted = self.sources[name].wanted
+        binary = self.provider_binary(name)
+        args = ["plugin", "install", "resource", name, wanted, "--file", str(binary), "--reinstall"]
+        run_tool([str(self.layout.pulumi), *args], step=f"{name} install", env=env, log=self.log_for(name))
+
+
+def installed_plugins(pulumi: Path, env: Mapping[str, str], step: str) -> dict[str, set[str]]:
+    """Resource plugins in the plugin cache: name -> versions."""
+    out = run_tool([str(pulumi), "plugin", "ls", "--json"], step=step, env=env)
+    found: dict[str, set[str]] = {}
+    for plugin in json.loads(out or "[]") or []:
+        if plugin.get("kind") == "resource" and plugin.get("version"):
+            found.setdefault(plugin["name"], set()).add(str(plugin["version"]).removeprefix("v"))
+    return found
+
+
+def pulumi_env(layout: Layout) -> dict[str, str]:
+    """Environment for running the built CLI during the bootstrap: our PULUMI_HOME, offline."""
+    return {
+        **os.environ,
+        "PATH": f"{layout.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PULUMI_HOME": str(layout.pulumi_home),
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+    }
+
+
+# ------------------------------------------------------------------------------------------ system mode
+
+
+def find_system_engine(pins: SdkPins, layout: Layout, progress: Progress) -> Manifest | None:
+    """A pulumi already on PATH that is new enough and has the language host and the exact plugins."""
+    ours = str(layout.bin_dir)
+    search = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != ours)
+    found = shutil.which("pulumi", path=search)
+    if found is None:
+        progress.line("system", "no pulumi on PATH: building from Go modules")
+        return None
+    pulumi = Path(found).resolve()
+    env = {**os.environ, "PULUMI_SKIP_UPDATE_CHECK": "true"}
+    proc = subprocess.run([str(pulumi), "version"], capture_output=True, text=True, env=env, check=False)
+    version = proc.stdout.strip()
+    if proc.returncode != 0 or not cli_is_compatible(version, pins.pulumi):
+        progress.line("system", f"{pulumi} is {version or 'unusable'}, need {pins.pulumi} or newer: not used")
+        return None
+    host = shutil.which("pulumi-language-python", path=search) or (
+        str(pulumi.parent / "pulumi-language-python")
+        if (pulumi.parent / "pulumi-language-python").exists()
+        else None
+    )
+    if host is None:
+        progress.line("system", f"{pulumi} {version} has no pulumi-language-python: not used")
+        return None
+    try:
+        plugins = installed_plugins(pulumi, env, "system")
+    except ToolchainError:
+        return None
+    missing = [f"{n} {v}" for n, v in pins.plugins.items() if v not in plugins.get(n, set())]
+    if missing:
+        progress.line("system", f"{pulumi} {version} lacks plugins {', '.join(missing)}: not used")
+        return None
+    progress.line("system", f"using {pulumi} {version} with its installed plugins; nothing to build", "green")
+    home = os.environ.get("PULUMI_HOME")
+    return Manifest(
+        mode="system",
+        bin_dir=pulumi.parent,
+        pulumi=pulumi,
+        pulumi_home=Path(home) if home else None,
+        cli_version=version,
+        sdk=pins,
+        artefacts={
+            CLI: ArtefactStatus(wanted=pins.pulumi, status="ready", built_from=str(pulumi)),
+            LANGUAGE_HOST: ArtefactStatus(wanted=pins.pulumi, status="ready", built_from=host),
+            **{
+                n: ArtefactStatus(wanted=v, status="ready", built_from="installed")
+                for n, v in pins.plugins.items()
+            },
+        },
+    )
+
+
+# ------------------------------------------------------------------------------------------ entry points
+
+
+@contextlib.contextmanager
+def _locked(layout: Layout) -> Iterator[None]:
+    """One bootstrap at a time per cache (parallel test sessions, two shells)."""
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with (layout.root / ".lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_toolchain(
+    *,
+    console: Console | None = None,
+    rebuild: Sequence[str] = (),
+    use_system: bool = True,
+    layout: Layout | None = None,
+    sources_file: Path = SOURCES_FILE,
+) -> Manifest:
+    """Make the engine available (building what is missing or stale) and return its manifest."""
+    layout = layout or Layout(toolchain_dir())
+    progress = Progress(console or Console(highlight=False))
+    pins = read_sdk_pins()
+    plugin_list = ", ".join(f"{n} {v}" for n, v in pins.plugins.items())
+    progress.line("sdk", f"pulumi {pins.pulumi}; plugins {plugin_list}; cache {layout.root}")
+    with _locked(layout):
+        if use_system and not rebuild:
+            system = find_system_engine(pins, layout, progress)
+            if system is not None:
+                _write_manifest(layout, system)
+                return system
+        sources = load_sources(pins, sources_file)
+        builder = Builder(layout, progress, pins, sources)
+        statuses: dict[str, ArtefactStatus] = {}
+
+        def record(name: str, cand: Candidate) -> None:
+            statuses[name] = ArtefactStatus(
+                wanted=sources[name].wanted, status="ready", built_from=cand.ref, substitute=cand.substitute
+            )
+            if cand.substitute:
+                progress.line(name, f"SUBSTITUTE: {cand.substitute}", "yellow")
+
+        for name, ready, build in (
+            (CLI, builder.cli_ready, builder.build_cli),
+            (LANGUAGE_HOST, builder.language_host_ready, builder.build_language_host),
+        ):
+            cand = None if name in rebuild else ready()
+            if cand is not None:
+                progress.line(name, f"up to date: {cand.ref}")
+            else:
+                t = time.monotonic()
+                cand = build()
+                builder.write_stamp(name, cand, time.monotonic() - t)
+                progress.line(name, f"built from {cand.ref} in {time.monotonic() - t:.1f}s", "green")
+            record(name, cand)
+
+        env = pulumi_env(layout)
+        installed = installed_plugins(layout.pulumi, env, "plugins")
+        for name in pins.plugins:
+            src = sources[name]
+            if src.unavailable and not src.candidates:
+                statuses[name] = ArtefactStatus(
+                    wanted=src.wanted, status="unavailable", reason=src.unavailable
+                )
+                progress.line(name, f"NOT BUILT: {src.unavailable}", "yellow")
+                continue
+            cand = None if name in rebuild else builder.provider_ready(name, installed)
+            if cand is not None:
+                progress.line(name, f"up to date: plugin {name} {src.wanted} from {cand.ref}")
+            else:
+                t = time.monotonic()
+                stamped = None if name in rebuild else builder.stamp_matches(name)
+                if stamped is not None and builder.provider_binary(name).is_file():
+                    cand = stamped  # built before, only missing from the plugin cache
+                else:
+                    cand = builder.build_provider(name)
+                builder.install_plugin(name, env)
+                builder.write_stamp(name, cand, time.monotonic() - t)
+                progress.line(
+                    name, f"installed as {name} {src.wanted} in {time.monotonic() - t:.1f}s", "green"
+                )
+            record(name, cand)
+
+        cli_source = sources[CLI]
+        cli_cand = builder.stamp_matches(CLI)
+        manifest = Manifest(
+            mode="built",
+            bin_dir=layout.bin_dir,
+            pulumi=layout.pulumi,
+            pulumi_home=layout.pulumi_home,
+            cli_version=f"v{cli_cand.release_version()}" if cli_cand else cli_source.wanted,
+            sdk=pins,
+            artefacts=statuses,
+        )
+        _write_manifest(layout, manifest)
+        progress.line(
+            "done", f"engine ready in {progress.elapsed():.1f}s: {manifest.pulumi} {manifest.cli_version}"
+        )
+        return manifest
+
+
+def _write_manifest(layout: Layout, manifest: Manifest) -> None:
+    layout.root.mkdir(parents=True, exist_ok=True)
+    tmp = layout.manifest_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
+    tmp.replace(layout.manifest_path)
+
+
+def prune(layout: Layout) -> None:
+    """Drop build scratch (GOCACHE, wrapper modules); the next rebuild of anything is then cold."""
+    for path in (layout.gocache, layout.build_dir):
+        if path.exists():
+            _make_writable(path)
+            shutil.rmtree(path)
+
+
+def _du(path: Path) -> int:
+    total = 0
+    for p in path.rglob("*"):
+        with contextlib.suppress(OSError):
+            if p.is_file() and not p.is_symlink():
+                total += p.stat().st_size
+    return total
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edgefm.toolchain", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--rebuild",
+        nargs="*",
+        metavar="ARTEFACT",
+        help=f"rebuild these (default: all of {CLI}, {LANGUAGE_HOST}, and the providers) even if stamped",
+    )
+    parser.add_argument(
+        "--no-system", action="store_true", help="ignore a pulumi on PATH; use the built engine"
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="fail if anything is a substitute or unavailable"
+    )
+    parser.add_argument(
+        "--status", action="store_true", help="print the manifest and cache size; build nothing"
+    )
+    parser.add_argument(
+        "--prune", action="store_true", help="after a successful run, delete GOCACHE and build/"
+    )
+    parser.add_argument("--sources", type=Path, default=SOURCES_FILE, help="Go module sources (%(default)s)")
+    args = parser.parse_args(argv)
+    console = Console(highlight=False)
+    layout = Layout(toolchain_dir())
+
+    if args.status:
+        manifest = load_manifest(layout)
+        if manifest is None:
+            console.print(f"no toolchain at {layout.root}; run `make tools`")
+            return 1
+        console.print_json(data=manifest.to_json())
+        sizes = {p.name: _du(p) for p in sorted(layout.root.iterdir()) if p.is_dir()}
+        console.print(", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in sizes.items()))
+        return 0
+
+    rebuild: tuple[str, ...] = ()
+    if args.rebuild is not None:
+        rebuild = tuple(args.rebuild) or (CLI, LANGUAGE_HOST, *PROVIDER_SDKS)
+    try:
+        manifest = ensure_toolchain(
+            console=console,
+            rebuild=rebuild,
+            use_system=not args.no_system,
+            layout=layout,
+            sources_file=args.sources,
+        )
+    except ToolchainError as exc:
+        console.print(
+            f"[bold red]make tools failed at step {escape(exc.step)}:[/] {escape(exc.message)}",
+            soft_wrap=True,
+        )
+        if exc.tail:
+            console.print(f"[dim]--- last lines of output ---[/dim]\n{escape(exc.tail)}", soft_wrap=True)
+        return 1
+    if args.prune:
+        prune(layout)
+    problems = [
+        f"{n}: {a.substitute or a.reason}" for n, a in manifest.artefacts.items() if a.substitute or a.reason
+    ]
+    if problems:
+        listing = "\n  ".join(escape(p) for p in problems)
+        console.print(f"[yellow]not exactly as pinned:[/yellow]\n  {listing}", soft_wrap=True)
+        if args.strict:
+            return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
