@@ -87,12 +87,8 @@ def engine_overrides(
         "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
         # Package names are never resolved through the Pulumi Registry (a network call).
         "PULUMI_DISABLE_REGISTRY_RESOLVE": "true",
-        "PULUMI_BACKEND_URL": backend_url
-        or os.environ.get("EDGEFM_BACKEND_URL")
-        or default_backend_url(repo),
-        "PULUMI_CONFIG_PASSPHRASE": passphrase
-        or os.environ.get("EDGEFM_CONFIG_PASSPHRASE")
-        or DEFAULT_PASSPHRASE,
+        "PULUMI_BACKEND_URL": backend_url or os.environ.get("EDGEFM_BACKEND_URL") or default_backend_url(repo),
+        "PULUMI_CONFIG_PASSPHRASE": passphrase or os.environ.get("EDGEFM_CONFIG_PASSPHRASE") or DEFAULT_PASSPHRASE,
         # The language host (see tools/engine/sources.toml) runs programs with this interpreter; Pulumi.yaml's
         # `runtime.options.virtualenv` is also honoured by hosts that read it.
         "PULUMI_PYTHON_CMD": str(python or project_python(repo)),
@@ -136,9 +132,7 @@ def pulumi_command(manifest: Manifest | None = None) -> auto.PulumiCommand:
     """
     manifest = manifest or require_manifest()
     if manifest.pulumi.parent.name != "bin":
-        raise EngineNotReady(
-            f"{manifest.pulumi} is not in a bin/ directory; the Automation API cannot use it"
-        )
+        raise EngineNotReady(f"{manifest.pulumi} is not in a bin/ directory; the Automation API cannot use it")
     return auto.PulumiCommand(root=str(manifest.pulumi.parent.parent))
 
 
@@ -154,9 +148,7 @@ def workspace_options(
 ) -> auto.LocalWorkspaceOptions:
     """Automation API options for the toolchain's engine; no ProjectSettings (inline programs have them)."""
     manifest = manifest or require_manifest()
-    env = engine_overrides(
-        manifest=manifest, repo=repo, backend_url=backend_url, passphrase=passphrase, python=python
-    )
+    env = engine_overrides(manifest=manifest, repo=repo, backend_url=backend_url, passphrase=passphrase, python=python)
     env.update(extra_env or {})
     return auto.LocalWorkspaceOptions(
         work_dir=str(work_dir) if work_dir is not None else None,

@@ -49,6 +49,7 @@ PROVIDER_SDKS: Final[Mapping[str, str]] = {"kubernetes": "pulumi_kubernetes", "c
 
 CLI: Final = "cli"
 LANGUAGE_HOST: Final = "language-python"
+DYNAMIC_PROVIDER: Final = "pulumi-resource-pulumi-python"
 SCHEMA: Final = 1  # bump when the stamp or manifest layout changes, so old caches rebuild
 PULUMI_SDK_MODULE: Final = "github.com/pulumi/pulumi/sdk/v3"
 PULUMI_VERSION_VAR: Final = "github.com/pulumi/pulumi/sdk/v3/go/common/version.Version"
@@ -291,8 +292,7 @@ class Manifest:
             "cli_version": self.cli_version,
             "sdk": {"pulumi": self.sdk.pulumi, "plugins": dict(self.sdk.plugins)},
             "artefacts": {
-                name: {k: v for k, v in vars(a).items() if v is not None}
-                for name, a in self.artefacts.items()
+                name: {k: v for k, v in vars(a).items() if v is not None} for name, a in self.artefacts.items()
             },
         }
 
@@ -399,9 +399,7 @@ class Go:
     def __call__(
         self, *args: str, step: str, cwd: Path, log: Path | None = None, env: Mapping[str, str] | None = None
     ) -> str:
-        return run_tool(
-            [*self.nice, self.go, *args], step=step, cwd=cwd, env={**self.env, **(env or {})}, log=log
-        )
+        return run_tool([*self.nice, self.go, *args], step=step, cwd=cwd, env={**self.env, **(env or {})}, log=log)
 
     def version(self) -> str:
         return run_tool([self.go, "env", "GOVERSION"], step="go", env=self.env).strip()
@@ -421,9 +419,7 @@ class Go:
         try:
             info: dict[str, Any] = json.loads(proc.stdout) if proc.stdout.strip() else {}
         except ValueError as exc:
-            raise ToolchainError(
-                step, f"go mod download {ref}: unreadable output", _tail(proc.stderr)
-            ) from exc
+            raise ToolchainError(step, f"go mod download {ref}: unreadable output", _tail(proc.stderr)) from exc
         if info.get("Error") or proc.returncode != 0 or "Dir" not in info:
             return None
         return info
@@ -476,9 +472,7 @@ def _make_wrapper(
     for req in requires:
         module, version = req.split("@", 1)
         if selected.get(module) != version:
-            raise ToolchainError(
-                step, f"{module} resolved to {selected.get(module)}, not the pinned {version}"
-            )
+            raise ToolchainError(step, f"{module} resolved to {selected.get(module)}, not the pinned {version}")
 
 
 def _json_stream(text: str) -> Iterator[dict[str, Any]]:
@@ -547,9 +541,7 @@ PROVIDER_RECIPES: Final[Mapping[str, ProviderRecipe]] = {
 
 
 class Builder:
-    def __init__(
-        self, layout: Layout, progress: Progress, pins: SdkPins, sources: Mapping[str, ArtefactSource]
-    ):
+    def __init__(self, layout: Layout, progress: Progress, pins: SdkPins, sources: Mapping[str, ArtefactSource]):
         self.layout = layout
         self.progress = progress
         self.pins = pins
@@ -672,9 +664,7 @@ class Builder:
         self.progress.line(step, f"building {package} from {cand.ref} (log: {log}) …")
         edits, _local = self.go.replaces(Path(info["GoMod"]), step)
         _write_wrapper(work, package)
-        _make_wrapper(
-            self.go, work, name=step, requires=[cand.ref, *cand.requires], edits=edits, step=step, log=log
-        )
+        _make_wrapper(self.go, work, name=step, requires=[cand.ref, *cand.requires], edits=edits, step=step, log=log)
         out = work / "out" / "pulumi-language-python"
         release = f"v{cand.release_version()}"
         _go_build(
@@ -691,15 +681,31 @@ class Builder:
         script_ref = f"{src.options['exec_script_module']}@{src.options['exec_script_version']}"
         script_info = self.go.download(script_ref, step)
         if script_info is None:
-            raise ToolchainError(
-                step, f"the Go module proxy does not serve {script_ref} (for the exec script)"
-            )
+            raise ToolchainError(step, f"the Go module proxy does not serve {script_ref} (for the exec script)")
         script = Path(script_info["Dir"]) / src.options["exec_script_path"]
         if not script.is_file():
             raise ToolchainError(step, f"{script_ref} has no {src.options['exec_script_path']}")
         _install_file(out, self.layout.bin_dir / "pulumi-language-python")
         _install_file(script, self.layout.bin_dir / "pulumi-language-python-exec")
         return cand
+
+    def ensure_dynamic_provider(self) -> str:
+        """The script that serves Python dynamic providers (`pulumi-resource-pulumi-python`), from sdk/v3 at
+        the SDK's own version, beside the CLI: edgefm generates its secrets and site CAs with them."""
+        step = "dynamic-provider"
+        target = self.layout.bin_dir / DYNAMIC_PROVIDER
+        src = self.sources[LANGUAGE_HOST]
+        ref = f"{src.options['exec_script_module']}@{src.options['exec_script_version']}"
+        if target.is_file():
+            return ref
+        info = self.go.download(ref, step)
+        if info is None:
+            raise ToolchainError(step, f"the Go module proxy does not serve {ref} (for {DYNAMIC_PROVIDER})")
+        script = Path(info["Dir"]) / "python" / "dist" / DYNAMIC_PROVIDER
+        if not script.is_file():
+            raise ToolchainError(step, f"{ref} has no python/dist/{DYNAMIC_PROVIDER}")
+        _install_file(script, target)
+        return ref
 
     def provider_ready(self, name: str, installed: Mapping[str, set[str]]) -> Candidate | None:
         cand = self.stamp_matches(name)
@@ -800,9 +806,7 @@ def find_system_engine(pins: SdkPins, layout: Layout, progress: Progress) -> Man
         progress.line("system", f"{pulumi} is {version or 'unusable'}, need {pins.pulumi} or newer: not used")
         return None
     host = shutil.which("pulumi-language-python", path=search) or (
-        str(pulumi.parent / "pulumi-language-python")
-        if (pulumi.parent / "pulumi-language-python").exists()
-        else None
+        str(pulumi.parent / "pulumi-language-python") if (pulumi.parent / "pulumi-language-python").exists() else None
     )
     if host is None:
         progress.line("system", f"{pulumi} {version} has no pulumi-language-python: not used")
@@ -827,10 +831,7 @@ def find_system_engine(pins: SdkPins, layout: Layout, progress: Progress) -> Man
         artefacts={
             CLI: ArtefactStatus(wanted=pins.pulumi, status="ready", built_from=str(pulumi)),
             LANGUAGE_HOST: ArtefactStatus(wanted=pins.pulumi, status="ready", built_from=host),
-            **{
-                n: ArtefactStatus(wanted=v, status="ready", built_from="installed")
-                for n, v in pins.plugins.items()
-            },
+            **{n: ArtefactStatus(wanted=v, status="ready", built_from="installed") for n, v in pins.plugins.items()},
         },
     )
 
@@ -895,14 +896,14 @@ def ensure_toolchain(
                 progress.line(name, f"built from {cand.ref} in {time.monotonic() - t:.1f}s", "green")
             record(name, cand)
 
+        progress.line("dynamic-provider", f"ready: {DYNAMIC_PROVIDER} from {builder.ensure_dynamic_provider()}")
+
         env = pulumi_env(layout)
         installed = installed_plugins(layout.pulumi, env, "plugins")
         for name in pins.plugins:
             src = sources[name]
             if src.unavailable and not src.candidates:
-                statuses[name] = ArtefactStatus(
-                    wanted=src.wanted, status="unavailable", reason=src.unavailable
-                )
+                statuses[name] = ArtefactStatus(wanted=src.wanted, status="unavailable", reason=src.unavailable)
                 progress.line(name, f"NOT BUILT: {src.unavailable}", "yellow")
                 continue
             cand = None if name in rebuild else builder.provider_ready(name, installed)
@@ -917,9 +918,7 @@ def ensure_toolchain(
                     cand = builder.build_provider(name)
                 builder.install_plugin(name, env)
                 builder.write_stamp(name, cand, time.monotonic() - t)
-                progress.line(
-                    name, f"installed as {name} {src.wanted} in {time.monotonic() - t:.1f}s", "green"
-                )
+                progress.line(name, f"installed as {name} {src.wanted} in {time.monotonic() - t:.1f}s", "green")
             record(name, cand)
 
         cli_source = sources[CLI]
@@ -934,9 +933,7 @@ def ensure_toolchain(
             artefacts=statuses,
         )
         _write_manifest(layout, manifest)
-        progress.line(
-            "done", f"engine ready in {progress.elapsed():.1f}s: {manifest.pulumi} {manifest.cli_version}"
-        )
+        progress.line("done", f"engine ready in {progress.elapsed():.1f}s: {manifest.pulumi} {manifest.cli_version}")
         return manifest
 
 
@@ -972,18 +969,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="ARTEFACT",
         help=f"rebuild these (default: all of {CLI}, {LANGUAGE_HOST}, and the providers) even if stamped",
     )
-    parser.add_argument(
-        "--no-system", action="store_true", help="ignore a pulumi on PATH; use the built engine"
-    )
-    parser.add_argument(
-        "--strict", action="store_true", help="fail if anything is a substitute or unavailable"
-    )
-    parser.add_argument(
-        "--status", action="store_true", help="print the manifest and cache size; build nothing"
-    )
-    parser.add_argument(
-        "--prune", action="store_true", help="after a successful run, delete GOCACHE and build/"
-    )
+    parser.add_argument("--no-system", action="store_true", help="ignore a pulumi on PATH; use the built engine")
+    parser.add_argument("--strict", action="store_true", help="fail if anything is a substitute or unavailable")
+    parser.add_argument("--status", action="store_true", help="print the manifest and cache size; build nothing")
+    parser.add_argument("--prune", action="store_true", help="after a successful run, delete GOCACHE and build/")
     parser.add_argument("--sources", type=Path, default=SOURCES_FILE, help="Go module sources (%(default)s)")
     args = parser.parse_args(argv)
     console = Console(highlight=False)
@@ -1020,9 +1009,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.prune:
         prune(layout)
-    problems = [
-        f"{n}: {a.substitute or a.reason}" for n, a in manifest.artefacts.items() if a.substitute or a.reason
-    ]
+    problems = [f"{n}: {a.substitute or a.reason}" for n, a in manifest.artefacts.items() if a.substitute or a.reason]
     if problems:
         listing = "\n  ".join(escape(p) for p in problems)
         console.print(f"[yellow]not exactly as pinned:[/yellow]\n  {listing}", soft_wrap=True)

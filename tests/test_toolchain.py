@@ -142,9 +142,7 @@ def test_engine_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     env = engine_env.engine_overrides(manifest=manifest, repo=tmp_path)
     assert env["PULUMI_BACKEND_URL"] == "file:///elsewhere"
     assert env["PULUMI_CONFIG_PASSPHRASE"] == "chosen"
-    explicit = engine_env.engine_overrides(
-        manifest=manifest, repo=tmp_path, backend_url="file:///x", passphrase="p"
-    )
+    explicit = engine_env.engine_overrides(manifest=manifest, repo=tmp_path, backend_url="file:///x", passphrase="p")
     assert (explicit["PULUMI_BACKEND_URL"], explicit["PULUMI_CONFIG_PASSPHRASE"]) == ("file:///x", "p")
 
     full = engine_env.engine_env(manifest=manifest, repo=tmp_path)

@@ -136,9 +136,7 @@ def test_command_provider_local_echo(engine: Manifest, tmp_path: Path, backend: 
     import pulumi_command
 
     def program() -> None:
-        echo = pulumi_command.local.Command(
-            "echo", create="echo edgefm-$SITE", environment={"SITE": "edge-01"}
-        )
+        echo = pulumi_command.local.Command("echo", create="echo edgefm-$SITE", environment={"SITE": "edge-01"})
         pulumi.export("stdout", echo.stdout)
 
     opts = workspace_options(work_dir=tmp_path / "ws", backend_url=backend.as_uri(), manifest=engine)
