@@ -24,7 +24,7 @@ from typing import Final
 
 from pulumi import automation as auto
 
-from edgefm.toolchain import REPO_ROOT, Manifest, load_manifest
+from edgefm.toolchain import REPO_ROOT, Manifest, load_manifest, read_sdk_pins
 
 DEFAULT_PASSPHRASE: Final = "edgefm-local-only"
 """Passphrase of the file backend's secrets provider, FOR LOCAL USE ONLY (development, tests, demos).
@@ -48,9 +48,15 @@ class EngineNotReady(RuntimeError):
 
 
 def require_manifest() -> Manifest:
+    """The toolchain manifest, checked against the SDKs installed now (a bumped SDK needs `make tools`)."""
     manifest = load_manifest()
     if manifest is None:
         raise EngineNotReady("the Pulumi engine is not set up: run `make tools` (python -m edgefm.toolchain)")
+    pins = read_sdk_pins()
+    if pins != manifest.sdk:
+        raise EngineNotReady(
+            f"the engine was set up for {manifest.sdk}, but the installed SDKs need {pins}: run `make tools`"
+        )
     return manifest
 
 

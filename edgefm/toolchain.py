@@ -541,10 +541,9 @@ PROVIDER_RECIPES: Final[Mapping[str, ProviderRecipe]] = {
 
 
 class Builder:
-    def __init__(self, layout: Layout, progress: Progress, pins: SdkPins, sources: Mapping[str, ArtefactSource]):
+    def __init__(self, layout: Layout, progress: Progress, sources: Mapping[str, ArtefactSource]) -> None:
         self.layout = layout
         self.progress = progress
-        self.pins = pins
         self.sources = sources
         self._go: Go | None = None
 
@@ -556,19 +555,23 @@ class Builder:
 
     # -- stamps
 
-    def stamp_matches(self, name: str) -> Candidate | None:
-        """The candidate the stamp says was built, if it is for the wanted version and still listed."""
+    def stamped(self, name: str) -> tuple[Candidate | None, bool]:
+        """(candidate the stamp records, if for the wanted version and still listed; whether it is current).
+
+        Current means the candidates listed ahead of it are the same ones the bootstrap found unavailable
+        when it chose it: adding a better candidate to sources.toml makes the stamp stale.
+        """
         src = self.sources[name]
         try:
             stamp = json.loads(self.layout.stamp_path(name).read_text())
         except (OSError, ValueError):
-            return None
+            return None, False
         if stamp.get("schema") != SCHEMA or stamp.get("wanted") != src.wanted:
-            return None
-        for cand in src.candidates:
+            return None, False
+        for idx, cand in enumerate(src.candidates):
             if cand.as_json() == stamp.get("candidate"):
-                return cand
-        return None
+                return cand, stamp.get("ahead") == [c.as_json() for c in src.candidates[:idx]]
+        return None, False
 
     def write_stamp(self, name: str, cand: Candidate, seconds: float) -> None:
         src = self.sources[name]
@@ -578,9 +581,11 @@ class Builder:
             "schema": SCHEMA,
             "wanted": src.wanted,
             "candidate": cand.as_json(),
+            # The candidates the proxy did not serve when this one was chosen (see `stamped`).
+            "ahead": [c.as_json() for c in src.candidates[: src.candidates.index(cand)]],
             "go": self.go.version(),
-            "build_seconds": round(seconds, 1),
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "seconds": round(seconds, 1),
+            "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         path.write_text(json.dumps(stamp, indent=2) + "\n")
 
@@ -597,18 +602,32 @@ class Builder:
 
     # -- artefacts
 
-    def cli_ready(self) -> Candidate | None:
-        cand = self.stamp_matches(CLI)
-        if cand is None or not os.access(self.layout.pulumi, os.X_OK):
-            return None
-        out = subprocess.run(
-            [str(self.layout.pulumi), "version"],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PULUMI_SKIP_UPDATE_CHECK": "true"},
-            check=False,
-        )
-        return cand if out.stdout.strip() == f"v{cand.release_version()}" else None
+    def built(self, name: str, cand: Candidate) -> bool:
+        """Whether the outputs of building `cand` are in place (for providers: the built binary)."""
+        if name == CLI:
+            if not os.access(self.layout.pulumi, os.X_OK):
+                return False
+            out = subprocess.run(
+                [str(self.layout.pulumi), "version"],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PULUMI_SKIP_UPDATE_CHECK": "true"},
+                check=False,
+            )
+            return out.stdout.strip() == f"v{cand.release_version()}"
+        if name == LANGUAGE_HOST:
+            host = self.layout.bin_dir / "pulumi-language-python"
+            script = self.layout.bin_dir / "pulumi-language-python-exec"
+            return os.access(host, os.X_OK) and os.access(script, os.X_OK)
+        return name in PROVIDER_RECIPES and self.provider_binary(name).is_file()
+
+    def build(self, name: str, cand: Candidate, info: Mapping[str, Any]) -> None:
+        if name == CLI:
+            self.build_cli(cand, info)
+        elif name == LANGUAGE_HOST:
+            self.build_language_host(cand, info)
+        else:
+            self.build_provider(name, cand, info)
 
     def log_for(self, name: str) -> Path:
         """One log per artefact, outside the work directories that each build starts afresh."""
@@ -620,10 +639,9 @@ class Builder:
         log.write_text("")
         return log
 
-    def build_cli(self) -> Candidate:
+    def build_cli(self, cand: Candidate, info: Mapping[str, Any]) -> None:
         step = CLI
         log = self.start_log(step)
-        cand, info = self.choose(step)
         package = cand.package or "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi"
         work = self.layout.build_dir / step
         self.progress.line(step, f"building {package} from {cand.ref} (log: {log}) …")
@@ -644,21 +662,11 @@ class Builder:
             log=log,
         )
         _install_file(out, self.layout.pulumi)
-        return cand
 
-    def language_host_ready(self) -> Candidate | None:
-        cand = self.stamp_matches(LANGUAGE_HOST)
-        host = self.layout.bin_dir / "pulumi-language-python"
-        script = self.layout.bin_dir / "pulumi-language-python-exec"
-        if cand is None or not (os.access(host, os.X_OK) and os.access(script, os.X_OK)):
-            return None
-        return cand
-
-    def build_language_host(self) -> Candidate:
+    def build_language_host(self, cand: Candidate, info: Mapping[str, Any]) -> None:
         step = LANGUAGE_HOST
         log = self.start_log(step)
         src = self.sources[step]
-        cand, info = self.choose(step)
         package = cand.package or "github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3"
         work = self.layout.build_dir / step
         self.progress.line(step, f"building {package} from {cand.ref} (log: {log}) …")
@@ -687,7 +695,6 @@ class Builder:
             raise ToolchainError(step, f"{script_ref} has no {src.options['exec_script_path']}")
         _install_file(out, self.layout.bin_dir / "pulumi-language-python")
         _install_file(script, self.layout.bin_dir / "pulumi-language-python-exec")
-        return cand
 
     def ensure_dynamic_provider(self) -> str:
         """The script that serves Python dynamic providers (`pulumi-resource-pulumi-python`), from sdk/v3 at
@@ -707,22 +714,15 @@ class Builder:
         _install_file(script, target)
         return ref
 
-    def provider_ready(self, name: str, installed: Mapping[str, set[str]]) -> Candidate | None:
-        cand = self.stamp_matches(name)
-        if cand is None or self.sources[name].wanted not in installed.get(name, set()):
-            return None
-        return cand
-
     def provider_binary(self, name: str) -> Path:
         return self.layout.build_dir / name / "out" / PROVIDER_RECIPES[name].binary
 
-    def build_provider(self, name: str) -> Candidate:
+    def build_provider(self, name: str, cand: Candidate, info: Mapping[str, Any]) -> None:
         step = name
         recipe = PROVIDER_RECIPES.get(name)
         if recipe is None:
             raise ToolchainError(step, f"no build recipe for provider {name!r} in edgefm.toolchain")
         log = self.start_log(step)
-        cand, info = self.choose(step)
         package = cand.package or f"{cand.module}/{recipe.package_suffix}"
         release = cand.release_version()
         work = self.layout.build_dir / name
@@ -756,7 +756,6 @@ class Builder:
             step=step,
             log=log,
         )
-        return cand
 
     def install_plugin(self, name: str, env: Mapping[str, str]) -> None:
         """Install the built binary into the plugin cache under exactly the version the SDK asks for."""
@@ -872,63 +871,54 @@ def ensure_toolchain(
                 _write_manifest(layout, system)
                 return system
         sources = load_sources(pins, sources_file)
-        builder = Builder(layout, progress, pins, sources)
+        builder = Builder(layout, progress, sources)
         statuses: dict[str, ArtefactStatus] = {}
-
-        def record(name: str, cand: Candidate) -> None:
-            statuses[name] = ArtefactStatus(
-                wanted=sources[name].wanted, status="ready", built_from=cand.ref, substitute=cand.substitute
-            )
-            if cand.substitute:
-                progress.line(name, f"SUBSTITUTE: {cand.substitute}", "yellow")
-
-        for name, ready, build in (
-            (CLI, builder.cli_ready, builder.build_cli),
-            (LANGUAGE_HOST, builder.language_host_ready, builder.build_language_host),
-        ):
-            cand = None if name in rebuild else ready()
-            if cand is not None:
-                progress.line(name, f"up to date: {cand.ref}")
-            else:
-                t = time.monotonic()
-                cand = build()
-                builder.write_stamp(name, cand, time.monotonic() - t)
-                progress.line(name, f"built from {cand.ref} in {time.monotonic() - t:.1f}s", "green")
-            record(name, cand)
 
         progress.line("dynamic-provider", f"ready: {DYNAMIC_PROVIDER} from {builder.ensure_dynamic_provider()}")
 
         env = pulumi_env(layout)
-        installed = installed_plugins(layout.pulumi, env, "plugins")
-        for name in pins.plugins:
+        installed: dict[str, set[str]] = {}
+        for name in (CLI, LANGUAGE_HOST, *pins.plugins):
             src = sources[name]
+            provider = name in pins.plugins
             if src.unavailable and not src.candidates:
                 statuses[name] = ArtefactStatus(wanted=src.wanted, status="unavailable", reason=src.unavailable)
                 progress.line(name, f"NOT BUILT: {src.unavailable}", "yellow")
                 continue
-            cand = None if name in rebuild else builder.provider_ready(name, installed)
-            if cand is not None:
-                progress.line(name, f"up to date: plugin {name} {src.wanted} from {cand.ref}")
+            if provider and not installed:  # the CLI is ready by now; ask it once
+                installed = installed_plugins(layout.pulumi, env, "plugins")
+            in_cache = src.wanted in installed.get(name, set())
+            stamped, current = builder.stamped(name)
+            if name in rebuild:
+                stamped, current = None, False
+            if stamped is not None and current and (in_cache if provider else builder.built(name, stamped)):
+                cand = stamped
+                progress.line(name, f"up to date: {cand.ref}")
             else:
                 t = time.monotonic()
-                stamped = None if name in rebuild else builder.stamp_matches(name)
-                if stamped is not None and builder.provider_binary(name).is_file():
-                    cand = stamped  # built before, only missing from the plugin cache
+                cand, info = builder.choose(name)  # the first candidate the proxy serves
+                if cand == stamped and builder.built(name, cand):
+                    progress.line(name, f"still the best source the proxy serves: {cand.ref}; not rebuilt")
                 else:
-                    cand = builder.build_provider(name)
-                builder.install_plugin(name, env)
+                    builder.build(name, cand, info)
+                    progress.line(name, f"built from {cand.ref} in {time.monotonic() - t:.1f}s", "green")
+                if provider:
+                    builder.install_plugin(name, env)
+                    progress.line(name, f"installed into the plugin cache as {name} {src.wanted}", "green")
                 builder.write_stamp(name, cand, time.monotonic() - t)
-                progress.line(name, f"installed as {name} {src.wanted} in {time.monotonic() - t:.1f}s", "green")
-            record(name, cand)
+            statuses[name] = ArtefactStatus(
+                wanted=src.wanted, status="ready", built_from=cand.ref, substitute=cand.substitute
+            )
+            if cand.substitute:
+                progress.line(name, f"SUBSTITUTE: {cand.substitute}", "yellow")
 
-        cli_source = sources[CLI]
-        cli_cand = builder.stamp_matches(CLI)
+        cli_cand, _ = builder.stamped(CLI)
         manifest = Manifest(
             mode="built",
             bin_dir=layout.bin_dir,
             pulumi=layout.pulumi,
             pulumi_home=layout.pulumi_home,
-            cli_version=f"v{cli_cand.release_version()}" if cli_cand else cli_source.wanted,
+            cli_version=f"v{cli_cand.release_version()}" if cli_cand else "unknown",
             sdk=pins,
             artefacts=statuses,
         )

@@ -161,3 +161,13 @@ def test_require_manifest_says_what_to_run(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setenv("EDGEFM_TOOLCHAIN_DIR", str(tmp_path / "empty"))
     with pytest.raises(engine_env.EngineNotReady, match="make tools"):
         engine_env.require_manifest()
+
+
+def test_require_manifest_rejects_other_sdk_versions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from edgefm.toolchain import Layout, _write_manifest
+
+    layout = Layout(tmp_path / "tc")
+    monkeypatch.setenv("EDGEFM_TOOLCHAIN_DIR", str(layout.root))
+    _write_manifest(layout, _manifest(tmp_path))  # made for kubernetes only, not the venv's pins
+    with pytest.raises(engine_env.EngineNotReady, match="make tools"):
+        engine_env.require_manifest()

@@ -118,9 +118,11 @@ def test_preview_up_noop_secret_destroy(stack: auto.Stack, tmp_path: Path, backe
     assert _changes(again.change_summary) == {}, again.stdout
 
     state = _state_file(backend, "smoke").read_text()
-    assert SECRET not in state
     assert "ciphertext" in state  # the secret is there, encrypted
     json.loads(state)
+    # Nowhere in the backend (state, backups, history) is the secret in plaintext.
+    leaks = [p for p in backend.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert leaks == []
     settings = (tmp_path / "workspace" / "Pulumi.smoke.yaml").read_text()
     assert SECRET not in settings
 
