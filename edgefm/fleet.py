@@ -1,16 +1,20 @@
 """The fleet through the Pulumi Automation API: preview, update and destroy site and hub stacks.
 
 This is what `make demo`, the integration tests and a portal use; the CLI (`edgefm fleet ...`) wraps it.
-Every operation runs the guardrail policy pack, so a mandatory violation fails the stack's preview.
+Every preview and update is judged by the guardrails (`policies/guardrails`): the engine runs them as a
+CrossGuard pack where its Python language host can, and the fleet also evaluates the same checks over the
+planned resources itself, so a mandatory violation stops the stack before anything changes either way.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pulumi import automation as auto
 
@@ -31,9 +35,46 @@ class StackRun:
     manifests: int = 0
     outputs: dict[str, object] = field(default_factory=dict)
 
+    advisories: list[str] = field(default_factory=list)
+
     @property
     def changed(self) -> int:
         return sum(n for op, n in self.changes.items() if op != "same")
+
+
+class PolicyViolation(Exception):
+    """Mandatory guardrails failed on a stack's planned resources; nothing was changed."""
+
+    def __init__(self, stack: str, findings: list[str]) -> None:
+        self.stack, self.findings = stack, findings
+        super().__init__(f"{stack}: {len(findings)} mandatory guardrail violation(s):\n" + "\n".join(findings))
+
+
+def _guardrails(root: Path) -> Any:
+    """The pack's own check module, imported from the checkout (it is not an installed package)."""
+    pack = str(root / GUARDRAILS)
+    if pack not in sys.path:
+        sys.path.insert(0, pack)
+    return importlib.import_module("edgefm_guardrails.crossguard")
+
+
+def judge(
+    root: Path, planned: Sequence[Mapping[str, Any]], config: Mapping[str, Any] | None = None
+) -> tuple[list[str], list[str]]:
+    """Mandatory and advisory findings of the guardrails over planned resources (`urn`, `type`, `inputs`)."""
+    crossguard = _guardrails(root)
+    model = importlib.import_module("edgefm_guardrails.model")
+    resources = [
+        model.Resource(r["urn"], r["type"], r["urn"].rsplit("::", 1)[-1], r.get("inputs") or {}) for r in planned
+    ]
+    levels = {g.name: g.level.value for g in crossguard.guardrails()}
+    found = crossguard.evaluate(resources, config or {})
+    mandatory: list[str] = []
+    advisory: list[str] = []
+    for name, violations in found.items():
+        bucket = mandatory if levels.get(name) == "mandatory" else advisory
+        bucket += [f"[{name}] {v.message}" for v in violations]
+    return mandatory, advisory
 
 
 def stack_names(root: Path) -> list[str]:
@@ -52,6 +93,22 @@ def _count(changes: Mapping[auto.OpType, int] | Mapping[str, int] | None) -> dic
         key = op.value if isinstance(op, auto.OpType) else str(op)
         out[key] = out.get(key, 0) + int(n)
     return out
+
+
+def plan(
+    stack: auto.Stack, policy_packs: Sequence[str] = (), on_output: Callable[[str], None] | None = None
+) -> tuple[auto.PreviewResult, list[dict[str, Any]]]:
+    """Previews a stack and returns the resources it would have afterwards, with their planned inputs."""
+    planned: list[dict[str, Any]] = []
+
+    def on_event(event: auto.EngineEvent) -> None:
+        pre = event.resource_pre_event
+        if pre is not None and pre.metadata.new is not None and pre.metadata.op.value != "delete":
+            new = pre.metadata.new
+            planned.append({"urn": new.urn, "type": new.type, "inputs": new.inputs or {}})
+
+    result = stack.preview(policy_packs=list(policy_packs), on_output=on_output, on_event=on_event, diff=False)
+    return result, planned
 
 
 class Fleet:
@@ -91,16 +148,23 @@ class Fleet:
         return sum(1 for _ in (self.render_root / name).rglob("*.yaml"))
 
     def preview(self, name: str, on_output: Callable[[str], None] | None = None) -> StackRun:
+        """Plans the stack and judges the plan; raises PolicyViolation on a mandatory finding."""
         started = time.monotonic()
-        result = self.stack(name).preview(policy_packs=self.policy_packs, on_output=on_output, diff=False)
-        return StackRun(name, "preview", _count(result.change_summary), time.monotonic() - started)
+        result, planned = plan(self.stack(name), self.policy_packs, on_output)
+        mandatory, advisory = judge(self.root, planned)
+        if mandatory:
+            raise PolicyViolation(name, mandatory)
+        return StackRun(name, "preview", _count(result.change_summary), time.monotonic() - started, advisories=advisory)
 
     def up(self, name: str, on_output: Callable[[str], None] | None = None) -> StackRun:
+        """Previews (and judges) first, then updates: a stack with a mandatory violation is never touched."""
+        judged = self.preview(name)
         started = time.monotonic()
         result = self.stack(name).up(policy_packs=self.policy_packs, on_output=on_output)
         changes = _count(result.summary.resource_changes)
         outputs = {k: ("[secret]" if v.secret else v.value) for k, v in result.outputs.items()}
-        return StackRun(name, "update", changes, time.monotonic() - started, self._manifests(name), outputs)
+        seconds = time.monotonic() - started
+        return StackRun(name, "update", changes, seconds, self._manifests(name), outputs, judged.advisories)
 
     def destroy(self, name: str, on_output: Callable[[str], None] | None = None) -> StackRun:
         """Destroys everything but protected resources (the datasets bucket), which stay in state."""

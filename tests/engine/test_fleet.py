@@ -117,7 +117,9 @@ def test_destroy_keeps_only_the_protected_datasets_bucket(env: Env) -> None:
     stack = env.fleet.stack(GPU_SITE)
     env.fleet.up(GPU_SITE)
     env.fleet.destroy(GPU_SITE)
-    left = stack.export_stack().deployment["resources"]
+    deployment = stack.export_stack().deployment
+    assert deployment is not None
+    left = deployment["resources"]
     by_urn = {r["urn"]: r for r in left}
     custom = {r["urn"] for r in left if r.get("custom") and not r["type"].startswith("pulumi:providers:")}
     protected = [urn for urn in custom if by_urn[urn].get("protect")]

@@ -1,0 +1,109 @@
+"""The guardrails judge what the real engine plans: a stack that breaks each mandatory policy is stopped with
+that policy's message naming the resource (the sample fleet passing is in test_fleet.py)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pytest
+from pulumi import automation as auto
+
+from edgefm.engine_env import workspace_options
+from edgefm.fleet import judge, plan
+from edgefm.toolchain import Manifest
+from tests.harness import ROOT
+
+pytestmark = pytest.mark.engine
+
+LABELS = {"app.kubernetes.io/part-of": "edgefm", "edgefm.io/site": "bad"}
+LIMITS = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
+
+
+def _deployment(name: str, container: dict[str, Any], replicas: int = 1) -> dict[str, Any]:
+    container = {"name": name, "image": "nvcr.io/nvidia/tritonserver:25.01-py3", "resources": LIMITS, **container}
+    pod = {"metadata": {"labels": LABELS}, "spec": {"containers": [container]}}
+    return {"replicas": replicas, "selector": {"matchLabels": LABELS}, "template": pod}
+
+
+# name → (kind, body, the mandatory policy it must trip)
+VIOLATIONS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "unpinned": (
+        "Deployment",
+        _deployment("unpinned", {"image": "docker.io/library/busybox:latest"}),
+        "images-pinned-allowed-registries",
+    ),
+    "unbounded": ("Deployment", _deployment("unbounded", {"resources": {}}), "k8s-requests-and-limits"),
+    "privileged": (
+        "Deployment",
+        _deployment("privileged", {"securityContext": {"privileged": True}}),
+        "k8s-no-privileged",
+    ),
+    "plain-http": (
+        "Deployment",
+        _deployment("plain-http", {"env": [{"name": "EDGEFM_SITE_S3_ENDPOINT", "value": "http://minio:9000"}]}),
+        "storage-tls-only",
+    ),
+    "greedy": (
+        "Deployment",
+        _deployment(
+            "greedy",
+            {"resources": {"requests": LIMITS["requests"], "limits": {**LIMITS["limits"], "nvidia.com/gpu": "2"}}},
+            replicas=4,
+        ),
+        "gpu-capacity",
+    ),
+}
+
+
+FACTS = {
+    "site": "bad",
+    "region": "eu-central-1",
+    "jurisdiction": "DE",
+    "physicalGpus": 3,
+    "gpuCapacity": 3,
+    "allowExternalServices": False,
+    "storageEndpoint": "https://minio:9000",
+    "network": "10.9.0.0/24",
+    "buckets": {"datasets": "bad-datasets", "models": "bad-models", "checkpoints": "bad-checkpoints"},
+}
+
+
+def _program(out: Path) -> None:
+    provider = k8s.Provider("render", render_yaml_to_directory=str(out))
+    opts = pulumi.ResourceOptions(provider=provider)
+    k8s.core.v1.ConfigMap(
+        "facts",
+        metadata={"name": "edgefm-site-facts", "namespace": "edgefm-system", "labels": LABELS},
+        data={"facts.json": json.dumps(FACTS)},
+        opts=opts,
+    )
+    for name, (kind, body, _) in VIOLATIONS.items():
+        k8s.apiextensions.CustomResource(
+            name, api_version="apps/v1", kind=kind, metadata={"name": name, "namespace": "edgefm", "labels": LABELS},
+            spec=body, opts=opts,
+        )  # fmt: skip
+    k8s.core.v1.Service(
+        "exposed",
+        metadata={"name": "exposed", "namespace": "edgefm", "labels": LABELS},
+        spec={"type": "LoadBalancer", "selector": LABELS, "ports": [{"port": 8000}]},
+        opts=opts,
+    )
+
+
+def test_each_mandatory_violation_stops_the_preview(engine: Manifest, tmp_path: Path) -> None:
+    options = workspace_options(manifest=engine, backend_url=(tmp_path / "state").as_uri(), work_dir=tmp_path)
+    (tmp_path / "state").mkdir()
+    program = functools.partial(_program, tmp_path / "rendered")
+    stack = auto.create_or_select_stack(stack_name="site-bad", project_name="edgefm", program=program, opts=options)
+    _, planned = plan(stack)
+    assert {p["urn"].rsplit("::", 1)[1] for p in planned} >= {*VIOLATIONS, "exposed", "facts"}
+    mandatory, _ = judge(ROOT, planned)
+    text = "\n".join(mandatory)
+    for name, (_, _, policy) in VIOLATIONS.items():
+        assert any(line.startswith(f"[{policy}]") and name in line for line in mandatory), (policy, name, text)
+    assert any(line.startswith("[k8s-no-external-services]") and "exposed" in line for line in mandatory), text
