@@ -43,12 +43,14 @@ unit: install minio tools
 
 test: lint typecheck unit
 
-demo: install
+# The sample fleet on the real engine, rendered to out/<stack> (file backend in .state/, local passphrase):
+# validate, explain one site, update the hub then every site (each previewed and judged by the guardrails
+# first), then preview them all again: nothing left to change. A summary table follows each pass.
+demo: install tools
 	$(BIN)/python -m edgefm validate
-	@for s in stacks/Pulumi.site-*.yaml; do \
-	  stack=$$(basename $$s .yaml); stack=$${stack#Pulumi.}; \
-	  echo; $(BIN)/python -m edgefm explain $$stack; \
-	done
+	$(BIN)/python -m edgefm explain site-bridge-north
+	$(BIN)/python -m edgefm fleet up --render-root out
+	$(BIN)/python -m edgefm fleet preview --render-root out
 
 # `models publish` vs single-stream boto3 for a 1 GB model, side by side against a local MinIO.
 bench: install minio

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgefm.affected import affected
+from edgefm.fleet_cli import fleet_app
 from edgefm.model_pin import pin_channel, registry_resolver
 from edgefm.placement import PLACEMENT_FILE, PlacementPolicy, load_policy
 from edgefm.problems import ConfigError
@@ -29,6 +30,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pret
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 app.add_typer(models_app, name="models")
+app.add_typer(fleet_app, name="fleet")
 
 PlacementOpt = Annotated[Path, typer.Option("--placement", help="Placement policy file.")]
 StacksOpt = Annotated[Path, typer.Option("--stacks-dir", help="Directory of Pulumi.<stack>.yaml files.")]
