@@ -73,6 +73,36 @@ FACTS = {
 }
 
 
+# Jobs: name → (labels beyond the site's, annotations, container, the mandatory policy it must trip)
+JOBS: dict[str, tuple[dict[str, str], dict[str, str], dict[str, Any], str]] = {
+    # A datasets bucket declared public.
+    "public-bucket": (
+        {"edgefm.io/bucket": "datasets"},
+        {
+            "edgefm.io/bucket-name": "bad-datasets",
+            "edgefm.io/bucket-public": "true",
+            "edgefm.io/bucket-encryption": "sse-s3",
+            "edgefm.io/bucket-versioning": "true",
+            "edgefm.io/bucket-replication": "none",
+        },
+        {"command": ["/bin/sh", "-ec", "mc mb site/bad-datasets"]},
+        "storage-onsite-bucket-hardening",
+    ),
+    # A workload that reads the datasets and holds the hub registry's address: data could leave the site.
+    "exfiltrate": (
+        {},
+        {},
+        {
+            "env": [
+                {"name": "EDGEFM_DATASETS_BUCKET", "value": "bad-datasets"},
+                {"name": "EDGEFM_REGISTRY_ENDPOINT_URL", "value": "https://registry.hub.example.net"},
+            ]
+        },
+        "data-sovereignty",
+    ),
+}
+
+
 def _program(out: Path) -> None:
     provider = k8s.Provider("render", render_yaml_to_directory=str(out))
     opts = pulumi.ResourceOptions(provider=provider)
@@ -87,6 +117,18 @@ def _program(out: Path) -> None:
             name, api_version="apps/v1", kind=kind, metadata={"name": name, "namespace": "edgefm", "labels": LABELS},
             spec=body, opts=opts,
         )  # fmt: skip
+    for name, (labels, notes, container, _) in JOBS.items():
+        container = {
+            "name": name,
+            "image": "quay.io/minio/mc:RELEASE.2024-11-21T17-21-54Z",
+            "resources": LIMITS,
+            **container,
+        }
+        pod = {"metadata": {"labels": LABELS}, "spec": {"restartPolicy": "Never", "containers": [container]}}
+        meta = {"name": name, "namespace": "edgefm-system", "labels": {**LABELS, **labels}, "annotations": notes}
+        k8s.apiextensions.CustomResource(
+            name, api_version="batch/v1", kind="Job", metadata=meta, spec={"template": pod}, opts=opts
+        )
     k8s.core.v1.Service(
         "exposed",
         metadata={"name": "exposed", "namespace": "edgefm", "labels": LABELS},
@@ -101,9 +143,11 @@ def test_each_mandatory_violation_stops_the_preview(engine: Manifest, tmp_path: 
     program = functools.partial(_program, tmp_path / "rendered")
     stack = auto.create_or_select_stack(stack_name="site-bad", project_name="edgefm", program=program, opts=options)
     _, planned = plan(stack)
-    assert {p["urn"].rsplit("::", 1)[1] for p in planned} >= {*VIOLATIONS, "exposed", "facts"}
+    assert {p["urn"].rsplit("::", 1)[1] for p in planned} >= {*VIOLATIONS, *JOBS, "exposed", "facts"}
     mandatory, _ = judge(ROOT, planned)
     text = "\n".join(mandatory)
-    for name, (_, _, policy) in VIOLATIONS.items():
+    expected = [(name, policy) for name, (_, _, policy) in VIOLATIONS.items()]
+    expected += [(name, policy) for name, (_, _, _, policy) in JOBS.items()]
+    for name, policy in expected:
         assert any(line.startswith(f"[{policy}]") and name in line for line in mandatory), (policy, name, text)
     assert any(line.startswith("[k8s-no-external-services]") and "exposed" in line for line in mandatory), text
