@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgefm.fleet import GUARDRAILS, Fleet, PolicyViolation, StackRun
+from edgefm.stacks import HUB_STACK
 
 fleet_app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 # Wide enough for the summary table when output goes to a log rather than a terminal.
@@ -96,6 +97,37 @@ def preview(stacks: Stacks = None, render_root: RenderRoot = None, root: Root = 
 def up(stacks: Stacks = None, render_root: RenderRoot = None, root: Root = Path(".")) -> None:
     """Preview (guardrails) then update each stack, the hub first."""
     _each("up", stacks, root, render_root)
+
+
+@fleet_app.command()
+def rollout(
+    stacks: Stacks = None,
+    wave_label: Annotated[str, typer.Option("--wave-label", help="Site label that orders the waves.")] = "wave",
+    max_failures: Annotated[int, typer.Option("--max-failures", min=0, help="Failed sites tolerated.")] = 0,
+    render_root: RenderRoot = None,
+    root: Root = Path("."),
+) -> None:
+    """Roll changes out in waves: the hub first, then each wave of sites previewed whole, then updated;
+    later waves are held once failures exceed --max-failures. Pair with `edgefm affected` for the stacks."""
+    from edgefm.rollout import Wave, site_labels, waves_of
+    from edgefm.rollout import rollout as run_waves
+
+    fleet = _fleet(root, render_root)
+    names = stacks or fleet.stacks()
+    waves = waves_of(site_labels(root, names), wave_label)
+    if HUB_STACK in names:
+        waves.insert(0, Wave(HUB_STACK, [HUB_STACK]))
+    for wave in waves:
+        out.print(f"wave {wave.label}: {', '.join(wave.stacks)}")
+    report = run_waves(fleet, waves, max_failures)
+    for stack, reason in report.failures.items():
+        err.print(f"{stack}: {reason}", markup=False)
+    out.print(_table("edgefm fleet rollout", report.runs))
+    if report.held:
+        held = "; ".join(f"wave {w.label}: " + ", ".join(w.stacks) for w in report.held)
+        err.print(f"held (not started): {held}")
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @fleet_app.command()
