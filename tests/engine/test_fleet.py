@@ -16,6 +16,7 @@ from pulumi import automation as auto
 
 from edgefm.engine_env import workspace_options
 from edgefm.fleet import Fleet
+from edgefm.rollout import rollout, site_labels, waves_of
 from edgefm.toolchain import Manifest
 from tests.harness import ROOT, STACKS, run_site_file
 
@@ -162,3 +163,31 @@ def test_no_plaintext_secret_in_state(env: Env) -> None:
     assert "ciphertext" in state_text
     leaked = sorted(s[:12] + "…" for s in secrets if s in state_text)
     assert not leaked, leaked
+
+
+def test_rollout_holds_later_waves_when_a_wave_breaks_a_guardrail(env: Env) -> None:
+    """A central change that puts an image from an unapproved registry on CPU sites: wave 1 (viaduct-cpu) is
+    stopped by the guardrails before it changes, and wave 2 (bridge-north) is never touched."""
+    for stack in (GPU_SITE, CPU_SITE):
+        env.fleet.up(stack)
+    placement = env.project / "policies" / "placement.yaml"
+    original = placement.read_text()
+    doc = yaml.safe_load(original)
+    cpu = next(p for p in doc["profiles"] if p["name"] == "cpu-only")
+    cpu["set"]["serving"]["image"] = "docker.io/someone/tritonserver:25.01-py3"
+    gpu = next(p for p in doc["profiles"] if p["name"] == "gpu")
+    gpu["set"]["serving"]["memory"] = "20Gi"  # a legitimate change waiting in wave 2
+    placement.write_text(yaml.safe_dump(doc, sort_keys=False))
+    try:
+        waves = waves_of(site_labels(env.project, [GPU_SITE, CPU_SITE]), "wave")
+        assert [(w.label, w.stacks) for w in waves] == [("1", [CPU_SITE]), ("2", [GPU_SITE])]
+        report = rollout(env.fleet, waves)
+        pending = env.fleet.preview(GPU_SITE)
+    finally:
+        placement.write_text(original)
+    assert list(report.failures) == [CPU_SITE]
+    assert "[images-pinned-allowed-registries]" in report.failures[CPU_SITE]
+    assert "docker.io/someone/tritonserver" in report.failures[CPU_SITE]
+    assert [w.label for w in report.held] == ["2"]
+    assert report.runs == []  # nothing was previewed successfully, nothing updated
+    assert pending.changes.get("update") == 1  # wave 2's change is still waiting, untouched
