@@ -11,6 +11,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 import pytest
+import yaml
 from pulumi import automation as auto
 
 from edgefm.engine_env import workspace_options
@@ -151,3 +152,61 @@ def test_each_mandatory_violation_stops_the_preview(engine: Manifest, tmp_path: 
     for name, policy in expected:
         assert any(line.startswith(f"[{policy}]") and name in line for line in mandatory), (policy, name, text)
     assert any(line.startswith("[k8s-no-external-services]") and "exposed" in line for line in mandatory), text
+
+
+def _hub_program(out: Path) -> None:
+    """A hub whose registry gives a site write access through a wildcard policy."""
+    labels = {"app.kubernetes.io/part-of": "edgefm", "edgefm.io/site": "hub"}
+    opts = pulumi.ResourceOptions(provider=k8s.Provider("render", render_yaml_to_directory=str(out)))
+    values = {
+        "users": [
+            {
+                "accessKey": "site-bad",
+                "existingSecret": "registry-site-bad",
+                "existingSecretKey": "secretKey",
+                "policy": "edgefm-site-read",
+            }
+        ],
+        "policies": [
+            {
+                "name": "edgefm-site-read",
+                "statements": [{"actions": ["s3:*"], "resources": ["arn:aws:s3:::edgefm-models/*"]}],
+            }
+        ],
+    }
+    k8s.apiextensions.CustomResource(
+        "registry-minio",
+        api_version="helm.cattle.io/v1",
+        kind="HelmChart",
+        metadata={"name": "registry-minio", "namespace": "kube-system", "labels": labels},
+        spec={
+            "repo": "https://charts.min.io/",
+            "chart": "minio",
+            "version": "5.4.0",
+            "valuesContent": yaml.safe_dump(values),
+        },
+        opts=opts,
+    )
+    k8s.core.v1.Secret(
+        "site-bad",
+        metadata={
+            "name": "registry-site-bad",
+            "namespace": "edgefm-hub",
+            "labels": {**labels, "edgefm.io/for-site": "bad"},
+        },
+        string_data={"secretKey": pulumi.Output.secret("k" * 40)},
+        opts=opts,
+    )
+
+
+def test_a_site_identity_that_can_write_stops_the_hub_preview(engine: Manifest, tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+    options = workspace_options(manifest=engine, backend_url=(tmp_path / "state").as_uri(), work_dir=tmp_path)
+    program = functools.partial(_hub_program, tmp_path / "rendered")
+    stack = auto.create_or_select_stack(stack_name="hub", project_name="edgefm", program=program, opts=options)
+    _, planned = plan(stack)
+    mandatory, _ = judge(ROOT, planned)
+    assert any(
+        line.startswith("[identity-site-read-only] site bad's identity") and "wildcard actions s3:*" in line
+        for line in mandatory
+    ), mandatory
