@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import pulumi
@@ -11,6 +11,7 @@ import pulumi_command as command
 import pulumi_kubernetes as k8s
 
 from components.helm_controller import HelmController, HelmControllerArgs
+from components.kube import kubernetes_provider
 from components.secrets import secret_output
 from edgefm.profile import K3sSettings
 
@@ -35,13 +36,12 @@ class ApplianceClusterArgs:
     kubeconfig: pulumi.Input[str] | None = None
     # When set, the provider writes manifests here instead of applying them, and nothing touches machines.
     render_dir: str | None = None
-    extra_tls_san: Sequence[str] = field(default_factory=list)
 
 
 def _install_script(args: ApplianceClusterArgs, node: ApplianceNode, first: bool, first_address: str) -> str:
     """An idempotent install: exits early when the pinned version already runs on the node."""
     version = args.k3s.version
-    sans = " ".join(f"--tls-san {s}" for s in [args.api_address, *args.k3s.tls_san, *args.extra_tls_san])
+    sans = " ".join(f"--tls-san {s}" for s in [args.api_address, *args.k3s.tls_san])
     role = "--cluster-init" if first else f"--server https://{first_address}:6443"
     fetch = f'curl -sfL "{args.k3s.install_script_url}" -o /tmp/edgefm-k3s-install.sh'
     env = f'INSTALL_K3S_VERSION="{version}"'
@@ -74,19 +74,17 @@ class ApplianceCluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: ApplianceClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("edgefm:spoke:ApplianceCluster", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        kubeconfig: pulumi.Output[str] | None = None
-
         if args.render_dir is not None:
-            self.provider = k8s.Provider(f"{name}-k8s", render_yaml_to_directory=args.render_dir, opts=child)
-            kubeconfig = pulumi.Output.secret("")
+            kubeconfig: pulumi.Output[str] = pulumi.Output.secret("")
         elif args.mode == "k3s":
             kubeconfig = self._bootstrap_k3s(name, args, child)
-            self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=kubeconfig, opts=child)
-        else:
-            if args.kubeconfig is None:
-                raise ValueError(f"{name}: an existing cluster needs a kubeconfig")
+        elif args.kubeconfig is not None:
             kubeconfig = pulumi.Output.secret(args.kubeconfig)
-            self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=kubeconfig, opts=child)
+        else:
+            raise ValueError(f"{name}: an existing cluster needs a kubeconfig")
+        self.provider = kubernetes_provider(
+            name, self, render_dir=args.render_dir, kubeconfig=None if args.render_dir else kubeconfig
+        )
         self.kubeconfig = kubeconfig
 
         if args.distribution == "kubernetes":

@@ -13,7 +13,7 @@ import pulumi_kubernetes as k8s
 from components.fleet_telemetry import FleetTelemetry, FleetTelemetryArgs
 from components.helm_controller import HelmController, HelmControllerArgs
 from components.in_cluster_model_registry import InClusterModelRegistry, InClusterModelRegistryArgs
-from components.kube import meta
+from components.kube import kubernetes_provider, meta
 from components.registry_access import SiteCredential
 from components.s3_model_registry import S3ModelRegistry, S3ModelRegistryArgs
 from edgefm.profile import HubProfile
@@ -50,20 +50,7 @@ class HubCluster(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: HubClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("edgefm:hub:HubCluster", name, None, opts)
-        if args.render_dir is not None:
-            provider = k8s.Provider(
-                f"{name}-k8s",
-                render_yaml_to_directory=args.render_dir,
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-        elif args.kubeconfig is not None:
-            provider = k8s.Provider(
-                f"{name}-k8s",
-                kubeconfig=pulumi.Output.secret(args.kubeconfig),
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-        else:
-            raise ValueError(f"{name}: the hub cluster needs a kubeconfig or a render directory")
+        provider = kubernetes_provider(name, self, render_dir=args.render_dir, kubeconfig=args.kubeconfig)
         on_hub = pulumi.ResourceOptions(parent=self, providers=[provider])
         if args.distribution == "kubernetes":
             HelmController(

@@ -41,6 +41,18 @@ def meta(
     )
 
 
+def kubernetes_provider(
+    name: str, parent: pulumi.Resource, *, render_dir: str | None, kubeconfig: pulumi.Input[str] | None
+) -> k8s.Provider:
+    """The cluster's provider: rendering manifests to `render_dir`, or talking to the cluster `kubeconfig` names."""
+    opts = pulumi.ResourceOptions(parent=parent)
+    if render_dir is not None:
+        return k8s.Provider(f"{name}-k8s", render_yaml_to_directory=render_dir, opts=opts)
+    if kubeconfig is None:
+        raise ValueError(f"{name}: the cluster needs a kubeconfig or a render directory")
+    return k8s.Provider(f"{name}-k8s", kubeconfig=pulumi.Output.secret(kubeconfig), opts=opts)
+
+
 def selector(site: str, component: str) -> dict[str, str]:
     """The stable subset of labels used in selectors (selectors are immutable on Deployments)."""
     return {"app.kubernetes.io/component": component, SITE_LABEL: site}

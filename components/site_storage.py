@@ -181,7 +181,7 @@ class SiteStorage(pulumi.ComponentResource):
             opts=child,
         )
         # Workloads live in another namespace and cannot read the root Secret there.
-        access = k8s.core.v1.Secret(
+        k8s.core.v1.Secret(
             f"{name}-access",
             metadata=meta(ACCESS_SECRET, site, comp, args.workload_namespace),
             string_data={
@@ -231,7 +231,6 @@ class SiteStorage(pulumi.ComponentResource):
             retention = s.checkpoint_retention_days if purpose == "checkpoints" else None
             self._bucket_job(name, purpose, bucket, retention, args, [chart, root])
             self.buckets[purpose] = BucketAccess(bucket, ACCESS_SECRET, "accessKeyId", "secretAccessKey")
-        self._access_secret = access
 
     def _bucket_job(
         self,

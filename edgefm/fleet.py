@@ -37,10 +37,6 @@ class StackRun:
 
     advisories: list[str] = field(default_factory=list)
 
-    @property
-    def changed(self) -> int:
-        return sum(n for op, n in self.changes.items() if op != "same")
-
 
 class PolicyViolation(Exception):
     """Mandatory guardrails failed on a stack's planned resources; nothing was changed."""
