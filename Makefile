@@ -20,21 +20,22 @@ install: $(STAMP)
 # The Pulumi engine (CLI, Python language host, provider plugins): a compatible pulumi on PATH is used as it
 # is, otherwise it is built from Go modules into ~/.cache/edgefm/toolchain (see tools/engine/README.md).
 tools: install
-	$(BIN)/python -m edgefm.toolchain
+	$(BIN)/python -m tools.engine.build
 
 tools-status: install
-	$(BIN)/python -m edgefm.toolchain --status
+	$(BIN)/python -m tools.engine.build --status
 
 # MinIO for the registry tests, built from its Go module into ~/.cache/edgefm/minio (cold: minutes; warm: instant).
 minio: install
-	$(BIN)/python -m edgefm.testing.minio build
+	$(BIN)/python -m tools.minio.server build
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: install
-	$(BIN)/mypy edgefm components tests bench __main__.py
+	$(BIN)/mypy edgefm components tools tests bench __main__.py
 	# Separately: the pack's __main__.py would clash with the program's.
 	$(BIN)/mypy policies/guardrails/__main__.py policies/guardrails/edgefm_guardrails
 

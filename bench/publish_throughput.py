@@ -31,7 +31,7 @@ from boto3.s3.transfer import TransferConfig
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from edgefm.cli import app
-from edgefm.testing.minio import MinioServer, run_minio
+from tools.minio.server import MinioServer, run_minio
 
 MiB = 1024 * 1024
 MB = 1_000_000

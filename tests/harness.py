@@ -16,8 +16,8 @@ import yaml
 from pulumi.runtime import mocks as pmocks
 from pulumi.runtime.sync_await import _sync_await
 
-from edgefm.placement import ResolvedSite, load_policy, resolve
-from edgefm.stacks import RawConfig, RawValue, SiteStack, parse_hub, parse_site
+from edgefm.model.placement import ResolvedSite, load_policy, resolve
+from edgefm.model.stacks import RawConfig, RawValue, SiteStack, parse_hub, parse_site
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = ROOT / "stacks"

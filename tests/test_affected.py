@@ -13,8 +13,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from edgefm.affected import affected_stacks
 from edgefm.cli import app
+from edgefm.ops.affected import affected_stacks
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL = ["hub", "site-bridge-north", "site-bridge-south", "site-harbor-ocp", "site-viaduct-cpu"]

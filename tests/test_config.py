@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from edgefm.placement import load_policy, resolve
-from edgefm.problems import ConfigError
-from edgefm.stacks import RawValue, parse_hub, parse_site
+from edgefm.model.placement import load_policy, resolve
+from edgefm.model.problems import ConfigError
+from edgefm.model.stacks import RawValue, parse_hub, parse_site
 from tests.harness import PLACEMENT
 
 STACK = "site-example"

@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from components.fleet_telemetry import ssha_entry
-from components.registry_access import LIST_ACTIONS, READ_ACTIONS, derive_secret
+from components.hub.fleet_telemetry import ssha_entry
+from components.hub.site_credential import LIST_ACTIONS, READ_ACTIONS, derive_secret
 from tests.harness import STACKS, Run, is_secret, run_hub_file, unwrap
 
 SITES = ["bridge-north", "bridge-south", "harbor-ocp", "viaduct-cpu"]

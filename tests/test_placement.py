@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from edgefm.config import SiteSpec
-from edgefm.placement import LabelSelector, load_policy, parse_policy, resolve
-from edgefm.problems import ConfigError
+from edgefm.model.config import SiteSpec
+from edgefm.model.placement import LabelSelector, load_policy, parse_policy, resolve
+from edgefm.model.problems import ConfigError
 from tests.harness import PLACEMENT, STACKS, site_from_file
 
 LABELS = {"tier": "production", "accelerator": "gpu", "wave": "2"}

@@ -42,7 +42,7 @@ def test_every_component_has_an_example() -> None:
 
 
 def _component_sources() -> str:
-    return "\n".join(p.read_text() for p in (ROOT / "components").glob("*.py"))
+    return "\n".join(p.read_text() for p in (ROOT / "components").rglob("*.py"))
 
 
 @pytest.mark.parametrize(("name", "code", "expected"), EXAMPLES, ids=[e[0] for e in EXAMPLES])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edgefm.fleet import PolicyViolation, StackRun
-from edgefm.rollout import Wave, rollout, site_labels, waves_of
+from edgefm.ops.fleet import PolicyViolation, StackRun
+from edgefm.ops.rollout import Wave, rollout, site_labels, waves_of
 from tests.harness import ROOT
 
 

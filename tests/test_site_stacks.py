@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgefm.fields import FLOATING_TAGS
+from edgefm.model.fields import FLOATING_TAGS
 from tests.harness import STACKS, Recorded, Run, is_secret, iter_containers, run_site_file, unwrap
 
 SITES = sorted(STACKS.glob("Pulumi.site-*.yaml"))

@@ -6,22 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from edgefm import engine_env
-from edgefm.toolchain import (
-    CLI,
-    LANGUAGE_HOST,
-    ArtefactStatus,
-    Candidate,
-    Manifest,
-    SdkPins,
-    ToolchainError,
-    _json_stream,
-    cli_is_compatible,
-    load_sources,
-    parse_semver,
-    read_sdk_pins,
-    toolchain_dir,
-)
+from edgefm.ops import engine
+from edgefm.ops.engine import LANGUAGE_HOST, ArtefactStatus, Manifest, SdkPins, read_sdk_pins, toolchain_dir
+from tools.engine.build import CLI, Candidate, cli_is_compatible, load_sources, parse_semver
+from tools.gobuild import BuildError, json_stream
 
 
 def test_parse_semver() -> None:
@@ -50,7 +38,7 @@ def test_candidate_release_version() -> None:
     assert Candidate("m", "v3.274.1").release_version() == "3.274.1"
     pseudo = "v4.0.0-20260115033456-f47bc2d6f199"
     assert Candidate("m", pseudo, release="4.25.0").release_version() == "4.25.0"
-    with pytest.raises(ToolchainError, match="pseudo-version"):
+    with pytest.raises(BuildError, match="pseudo-version"):
         Candidate("m", pseudo).release_version()
 
 
@@ -69,7 +57,7 @@ def test_sources_cover_every_pinned_sdk() -> None:
 def test_sources_missing_entry_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "sources.toml"
     path.write_text('[cli."1.0.0"]\ncandidates = [{ module = "m", version = "v1.0.0" }]\n')
-    with pytest.raises(ToolchainError, match=r'no \[cli."3.0.0"\] entry'):
+    with pytest.raises(BuildError, match=r'no \[cli."3.0.0"\] entry'):
         load_sources(SdkPins("3.0.0", {}), path)
 
 
@@ -79,13 +67,13 @@ def test_sources_unknown_key_is_an_error(tmp_path: Path) -> None:
         '[cli."3.0.0"]\ncandidates = [{ module = "m", version = "v3.0.0", verison = "x" }]\n'
         '[language-python."3.0.0"]\nunavailable = "no"\n'
     )
-    with pytest.raises(ToolchainError, match="unknown keys"):
+    with pytest.raises(BuildError, match="unknown keys"):
         load_sources(SdkPins("3.0.0", {}), path)
 
 
-def test_json_stream() -> None:
-    assert [o["Path"] for o in _json_stream('{"Path": "a"}\n{"Path": "b"}\n')] == ["a", "b"]
-    assert list(_json_stream("  \n")) == []
+def testjson_stream() -> None:
+    assert [o["Path"] for o in json_stream('{"Path": "a"}\n{"Path": "b"}\n')] == ["a", "b"]
+    assert list(json_stream("  \n")) == []
 
 
 def test_toolchain_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -125,12 +113,12 @@ def test_engine_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     monkeypatch.delenv("EDGEFM_CONFIG_PASSPHRASE", raising=False)
     monkeypatch.setenv("TRACEPARENT", "00-abc-def-01")
     manifest = _manifest(tmp_path)
-    env = engine_env.engine_overrides(manifest=manifest, repo=tmp_path)
+    env = engine.engine_overrides(manifest=manifest, repo=tmp_path)
     assert env["PATH"].split(":")[0] == str(tmp_path / "bin")
     assert env["PULUMI_HOME"] == str(tmp_path / "home")
     assert env["PULUMI_BACKEND_URL"] == (tmp_path / ".state" / "backend").resolve().as_uri()
     assert (tmp_path / ".state" / "backend").is_dir()
-    assert env["PULUMI_CONFIG_PASSPHRASE"] == engine_env.DEFAULT_PASSPHRASE
+    assert env["PULUMI_CONFIG_PASSPHRASE"] == engine.DEFAULT_PASSPHRASE
     assert env["PULUMI_SKIP_UPDATE_CHECK"] == "true"
     assert env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] == "true"
     assert env["PULUMI_IGNORE_AMBIENT_PLUGINS"] == "true"
@@ -139,13 +127,13 @@ def test_engine_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 
     monkeypatch.setenv("EDGEFM_BACKEND_URL", "file:///elsewhere")
     monkeypatch.setenv("EDGEFM_CONFIG_PASSPHRASE", "chosen")
-    env = engine_env.engine_overrides(manifest=manifest, repo=tmp_path)
+    env = engine.engine_overrides(manifest=manifest, repo=tmp_path)
     assert env["PULUMI_BACKEND_URL"] == "file:///elsewhere"
     assert env["PULUMI_CONFIG_PASSPHRASE"] == "chosen"
-    explicit = engine_env.engine_overrides(manifest=manifest, repo=tmp_path, backend_url="file:///x", passphrase="p")
+    explicit = engine.engine_overrides(manifest=manifest, repo=tmp_path, backend_url="file:///x", passphrase="p")
     assert (explicit["PULUMI_BACKEND_URL"], explicit["PULUMI_CONFIG_PASSPHRASE"]) == ("file:///x", "p")
 
-    full = engine_env.engine_env(manifest=manifest, repo=tmp_path)
+    full = engine.engine_env(manifest=manifest, repo=tmp_path)
     assert "TRACEPARENT" not in full
     assert full["PULUMI_HOME"] == str(tmp_path / "home")
 
@@ -153,21 +141,21 @@ def test_engine_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 def test_engine_overrides_python(tmp_path: Path) -> None:
     (tmp_path / ".venv" / "bin").mkdir(parents=True)
     (tmp_path / ".venv" / "bin" / "python").touch()
-    env = engine_env.engine_overrides(manifest=_manifest(tmp_path), repo=tmp_path)
+    env = engine.engine_overrides(manifest=_manifest(tmp_path), repo=tmp_path)
     assert env["PULUMI_PYTHON_CMD"] == str(tmp_path / ".venv" / "bin" / "python")
 
 
 def test_require_manifest_says_what_to_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("EDGEFM_TOOLCHAIN_DIR", str(tmp_path / "empty"))
-    with pytest.raises(engine_env.EngineNotReady, match="make tools"):
-        engine_env.require_manifest()
+    with pytest.raises(engine.EngineNotReady, match="make tools"):
+        engine.require_manifest()
 
 
 def test_require_manifest_rejects_other_sdk_versions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from edgefm.toolchain import Layout, _write_manifest
+    from tools.engine.build import Layout, _write_manifest
 
     layout = Layout(tmp_path / "tc")
     monkeypatch.setenv("EDGEFM_TOOLCHAIN_DIR", str(layout.root))
     _write_manifest(layout, _manifest(tmp_path))  # made for kubernetes only, not the venv's pins
-    with pytest.raises(engine_env.EngineNotReady, match="make tools"):
-        engine_env.require_manifest()
+    with pytest.raises(engine.EngineNotReady, match="make tools"):
+        engine.require_manifest()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from edgefm.toolchain import Manifest, ToolchainError, ensure_toolchain
+from edgefm.ops.engine import Manifest
+from tools.engine.build import ensure_toolchain
+from tools.gobuild import BuildError
 
 
 @pytest.fixture(scope="session")
@@ -13,5 +15,5 @@ def engine() -> Manifest:
     """The toolchain manifest; a missing toolchain is built, and a failed build fails the tests (no skip)."""
     try:
         return ensure_toolchain(console=Console(stderr=True, highlight=False))
-    except ToolchainError as exc:
+    except BuildError as exc:
         pytest.fail(f"make tools failed at step {exc.step}: {exc.message}\n{exc.tail}", pytrace=False)

@@ -13,8 +13,7 @@ import pytest
 import yaml
 from pulumi import automation as auto
 
-from edgefm.engine_env import workspace_options
-from edgefm.toolchain import REPO_ROOT, Manifest
+from edgefm.ops.engine import REPO_ROOT, Manifest, workspace_options
 
 pytestmark = pytest.mark.engine
 

@@ -14,10 +14,9 @@ import pytest
 import yaml
 from pulumi import automation as auto
 
-from edgefm.engine_env import workspace_options
-from edgefm.fleet import Fleet
-from edgefm.rollout import rollout, site_labels, waves_of
-from edgefm.toolchain import Manifest
+from edgefm.ops.engine import Manifest, workspace_options
+from edgefm.ops.fleet import Fleet
+from edgefm.ops.rollout import rollout, site_labels, waves_of
 from tests.harness import ROOT, STACKS, run_site_file
 
 pytestmark = pytest.mark.engine

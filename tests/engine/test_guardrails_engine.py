@@ -14,9 +14,9 @@ import pytest
 import yaml
 from pulumi import automation as auto
 
-from edgefm.engine_env import workspace_options
-from edgefm.fleet import judge, plan
-from edgefm.toolchain import Manifest
+from edgefm.ops.engine import Manifest, workspace_options
+from edgefm.ops.fleet import plan
+from edgefm.ops.guardrails import judge
 from tests.harness import ROOT
 
 pytestmark = pytest.mark.engine

@@ -13,7 +13,7 @@ import pytest
 
 from edgefm.registry.settings import BucketSettings
 from edgefm.registry.store import Store
-from edgefm.testing.minio import MinioError, MinioServer, run_minio
+from tools.minio.server import MinioError, MinioServer, run_minio
 
 
 @pytest.fixture(scope="session")

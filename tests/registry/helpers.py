@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner, Result
 
-from edgefm.registry.cli import models_app
+from edgefm.cli.models import models_app
 
 MiB = 1024 * 1024
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgefm.model_pin import pin_channel, registry_resolver
-from edgefm.placement import load_policy, parse_policy, resolve
-from edgefm.problems import ConfigError
+from edgefm.model.placement import load_policy, parse_policy, resolve
+from edgefm.model.problems import ConfigError
+from edgefm.program.pin import pin_channel, registry_resolver
 from edgefm.registry.channels import promote
 from edgefm.registry.publish import publish
 from edgefm.registry.store import Store

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from edgefm.registry.store import Store
-from edgefm.testing.minio import free_port
 from tests.registry.helpers import run, write_model
+from tools.minio.server import free_port
 
 pytestmark = pytest.mark.s3
 

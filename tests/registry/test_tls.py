@@ -11,7 +11,7 @@ import pytest
 from edgefm.registry.errors import StorageError
 from edgefm.registry.settings import BucketSettings
 from edgefm.registry.store import Store
-from edgefm.testing.minio import MinioServer, run_minio
+from tools.minio.server import MinioServer, run_minio
 
 pytestmark = pytest.mark.s3
 

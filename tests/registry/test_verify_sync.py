@@ -12,8 +12,8 @@ import pytest
 from edgefm.registry.channels import promote
 from edgefm.registry.publish import publish
 from edgefm.registry.store import Store
-from edgefm.testing.minio import MinioServer
 from tests.registry.helpers import MiB, run, write_model
+from tools.minio.server import MinioServer
 
 pytestmark = pytest.mark.s3
 

@@ -1,0 +1,317 @@
+"""Reads stack config — from `stacks/Pulumi.<stack>.yaml` files or from the running engine — into typed
+stack settings, collecting every problem before any resource is registered."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import SecretStr, ValidationError
+
+from edgefm.model.config import HubSpec, SiteSpec
+from edgefm.model.placement import PlacementPolicy, ResolvedSite, resolve
+from edgefm.model.problems import ConfigError, Problem, from_validation_error
+
+SpecT = TypeVar("SpecT", SiteSpec, HubSpec)
+NAMESPACE = "edgefm"
+# The only place that spells stack names and stack files: every other module asks here.
+HUB_STACK = "hub"
+SITE_PREFIX = "site-"
+STACKS_DIR = "stacks"
+STACK_FILE_GLOB = "Pulumi.*.yaml"
+SITE_FILE_GLOB = f"Pulumi.{SITE_PREFIX}*.yaml"
+SITE_KEYS = frozenset({"site", "sshPrivateKey", "kubeconfig", "renderDir", "hubStack"})
+HUB_KEYS = frozenset({"hub", "kubeconfig", "credentialSeed", "grafanaAdminPassword", "renderDir"})
+SECRET_KEYS = frozenset({"sshPrivateKey", "kubeconfig", "credentialSeed", "grafanaAdminPassword"})
+# Makes every stack render manifests under <root>/<stack> instead of applying them (demo, GitOps, CI).
+RENDER_ROOT_ENV = "EDGEFM_RENDER_ROOT"
+DEFAULT_HUB_STACK = "organization/edgefm/hub"
+
+
+@dataclass(frozen=True)
+class RawValue:
+    """One config value as stored; `value` is None for an encrypted value read from a file."""
+
+    value: Any
+    secret: bool
+
+
+RawConfig = Mapping[str, RawValue]
+
+
+@dataclass(frozen=True)
+class SiteStack:
+    stack: str
+    site: SiteSpec
+    render_dir: str | None
+    hub_stack: str
+    ssh_private_key: SecretStr | None
+    kubeconfig: SecretStr | None
+
+    @property
+    def rendering(self) -> bool:
+        return self.render_dir is not None
+
+
+@dataclass(frozen=True)
+class HubStack:
+    stack: str
+    hub: HubSpec
+    render_dir: str | None
+    kubeconfig: SecretStr | None
+    credential_seed: SecretStr | None
+    grafana_admin_password: SecretStr | None
+
+    @property
+    def rendering(self) -> bool:
+        return self.render_dir is not None
+
+
+def stack_file(stacks_dir: Path, stack: str) -> Path:
+    return stacks_dir / f"Pulumi.{stack}.yaml"
+
+
+def stack_name_of(path: Path) -> str:
+    return path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+
+
+def site_stack(site: str) -> str:
+    """The stack of a site named `site`."""
+    return f"{SITE_PREFIX}{site}"
+
+
+def is_site_stack(stack: str) -> bool:
+    return stack.startswith(SITE_PREFIX)
+
+
+_REPO_STACK_FILE = re.compile(rf"^{STACKS_DIR}/Pulumi\.(?P<stack>[^/]+)\.yaml$")
+
+
+def stack_of_repo_path(path: str) -> str | None:
+    """The stack whose file is at repository-relative `path` (`stacks/Pulumi.<stack>.yaml`), else None."""
+    match = _REPO_STACK_FILE.match(path)
+    return match.group("stack") if match else None
+
+
+def stack_files(stacks_dir: Path) -> list[Path]:
+    return sorted(stacks_dir.glob(STACK_FILE_GLOB))
+
+
+def stacks_in(root: Path) -> set[str]:
+    """The names of every stack with a file under `root/stacks`."""
+    return {stack_name_of(p) for p in stack_files(root / STACKS_DIR)}
+
+
+def fleet_stack_names(root: Path) -> list[str]:
+    """The hub first (sites read its outputs), then every site, by name."""
+    names = stacks_in(root)
+    hub = [HUB_STACK] if HUB_STACK in names else []
+    return hub + sorted(n for n in names if is_site_stack(n))
+
+
+def read_stack_file(path: Path) -> RawConfig:
+    """The `config:` block of a stack file; encrypted (`secure:`) values are kept as opaque secrets."""
+    stack = stack_name_of(path)
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError([Problem(stack, "", f"stack file {path} not found")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([Problem(stack, "", f"{path} is not valid YAML: {exc}")]) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("config", {}), dict):
+        raise ConfigError([Problem(stack, "config", "must be a mapping of config keys")])
+    raw: dict[str, RawValue] = {}
+    for key, value in (doc.get("config") or {}).items():
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            raw[str(key)] = RawValue(None, secret=True)
+        else:
+            raw[str(key)] = RawValue(value, secret=False)
+    return raw
+
+
+def read_engine_config(keys: Iterable[str]) -> RawConfig:
+    """Config as the running Pulumi program sees it (secrets decrypted, flagged by the engine)."""
+    from pulumi.runtime.config import get_config, is_config_secret
+
+    raw: dict[str, RawValue] = {}
+    for name in keys:
+        full = f"{NAMESPACE}:{name}"
+        value = get_config(full)
+        if value is None:
+            continue
+        if isinstance(value, str) and value[:1] in "{[":
+            # The engine hands structured values over as JSON text.
+            with contextlib.suppress(json.JSONDecodeError):
+                value = json.loads(value)
+        raw[full] = RawValue(value, secret=is_config_secret(full))
+    return raw
+
+
+def _secret(raw: RawConfig, key: str, stack: str, problems: list[Problem]) -> SecretStr | None:
+    item = raw.get(f"{NAMESPACE}:{key}")
+    if item is None:
+        return None
+    if not item.secret:
+        problems.append(
+            Problem(
+                stack,
+                f"{NAMESPACE}:{key}",
+                f"must be a secret: set it with `pulumi config set --secret {key}`",
+            )
+        )
+        return None
+    if item.value is None:
+        return SecretStr("")  # encrypted in a file: present, content checked by the engine
+    if not isinstance(item.value, str) or not item.value.strip():
+        problems.append(Problem(stack, f"{NAMESPACE}:{key}", "must be a non-empty string"))
+        return None
+    return SecretStr(item.value)
+
+
+def _plain_str(raw: RawConfig, key: str, stack: str, problems: list[Problem]) -> str | None:
+    item = raw.get(f"{NAMESPACE}:{key}")
+    if item is None:
+        return None
+    if not isinstance(item.value, str) or not item.value:
+        problems.append(Problem(stack, f"{NAMESPACE}:{key}", "must be a non-empty string"))
+        return None
+    return item.value
+
+
+def _spec(raw: RawConfig, key: str, model: type[SpecT], stack: str, problems: list[Problem]) -> SpecT | None:
+    """The stack's main object (`edgefm:site` or `edgefm:hub`), validated; None with problems recorded."""
+    item = raw.get(f"{NAMESPACE}:{key}")
+    if item is None:
+        problems.append(Problem(stack, f"{NAMESPACE}:{key}", "required key is missing"))
+        return None
+    try:
+        return model.model_validate(item.value)
+    except ValidationError as exc:
+        problems += from_validation_error(stack, f"{NAMESPACE}:{key}", exc)
+        return None
+
+
+def _check_keys(raw: RawConfig, allowed: frozenset[str], stack: str, problems: list[Problem]) -> None:
+    for full in raw:
+        ns, _, key = full.partition(":")
+        if ns == NAMESPACE and key not in allowed:
+            problems.append(Problem(stack, full, f"unknown key; this stack takes {', '.join(sorted(allowed))}"))
+        elif ns != NAMESPACE and key in SECRET_KEYS and not raw[full].secret:
+            problems.append(Problem(stack, full, "must be a secret"))
+
+
+def _render_dir(raw: RawConfig, stack: str, problems: list[Problem], env: Mapping[str, str]) -> str | None:
+    root = env.get(RENDER_ROOT_ENV)
+    if root:
+        return str(Path(root) / stack)
+    return _plain_str(raw, "renderDir", stack, problems)
+
+
+def parse_site(stack: str, raw: RawConfig, env: Mapping[str, str] | None = None) -> SiteStack:
+    env = os.environ if env is None else env
+    problems: list[Problem] = []
+    _check_keys(raw, SITE_KEYS, stack, problems)
+    site = _spec(raw, "site", SiteSpec, stack, problems)
+    ssh = _secret(raw, "sshPrivateKey", stack, problems)
+    kubeconfig = _secret(raw, "kubeconfig", stack, problems)
+    render_dir = _render_dir(raw, stack, problems, env)
+    hub_stack = _plain_str(raw, "hubStack", stack, problems) or DEFAULT_HUB_STACK
+    if site is not None:
+        expected = stack.removeprefix(SITE_PREFIX)
+        if site.name != expected:
+            problems.append(
+                Problem(
+                    stack,
+                    f"{NAMESPACE}:site.name",
+                    f"is {site.name!r} but the stack is named for {expected!r}",
+                )
+            )
+        # Credentials are only needed when the program talks to real machines.
+        # A key given in plain text was reported above; only an absent key is "missing".
+        if render_dir is None and site.cluster.mode == "k3s" and f"{NAMESPACE}:sshPrivateKey" not in raw:
+            problems.append(Problem(stack, f"{NAMESPACE}:sshPrivateKey", "required to bootstrap k3s over SSH"))
+        if render_dir is None and site.cluster.mode == "existing" and f"{NAMESPACE}:kubeconfig" not in raw:
+            problems.append(Problem(stack, f"{NAMESPACE}:kubeconfig", "required for an existing cluster"))
+    if problems or site is None:
+        raise ConfigError(problems)
+    return SiteStack(stack, site, render_dir, hub_stack, ssh, kubeconfig)
+
+
+def parse_hub(stack: str, raw: RawConfig, env: Mapping[str, str] | None = None) -> HubStack:
+    env = os.environ if env is None else env
+    problems: list[Problem] = []
+    _check_keys(raw, HUB_KEYS, stack, problems)
+    hub = _spec(raw, "hub", HubSpec, stack, problems)
+    kubeconfig = _secret(raw, "kubeconfig", stack, problems)
+    seed = _secret(raw, "credentialSeed", stack, problems)
+    grafana = _secret(raw, "grafanaAdminPassword", stack, problems)
+    render_dir = _render_dir(raw, stack, problems, env)
+    if hub is not None:
+        if hub.flavor == "datacenter" and f"{NAMESPACE}:credentialSeed" not in raw:
+            problems.append(
+                Problem(
+                    stack,
+                    f"{NAMESPACE}:credentialSeed",
+                    "required: per-site registry keys are derived from it",
+                )
+            )
+        if f"{NAMESPACE}:grafanaAdminPassword" not in raw:
+            problems.append(Problem(stack, f"{NAMESPACE}:grafanaAdminPassword", "required key is missing"))
+        if render_dir is None and f"{NAMESPACE}:kubeconfig" not in raw:
+            problems.append(Problem(stack, f"{NAMESPACE}:kubeconfig", "required to reach the hub cluster"))
+    if problems or hub is None:
+        raise ConfigError(problems)
+    return HubStack(stack, hub, render_dir, kubeconfig, seed, grafana)
+
+
+_STACK_NAME = re.compile(rf"^({HUB_STACK}|{SITE_PREFIX}[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")
+
+
+def check_stack_name(stack: str) -> None:
+    if not _STACK_NAME.match(stack):
+        raise ConfigError([Problem(stack, "", f"stack names are `{HUB_STACK}` or `{SITE_PREFIX}<name>`")])
+
+
+def resolve_site_file(path: Path, policy: PlacementPolicy, env: Mapping[str, str] | None = None) -> ResolvedSite:
+    stack = stack_name_of(path)
+    check_stack_name(stack)
+    parsed = parse_site(stack, read_stack_file(path), env)
+    return resolve(stack, parsed.site, policy)
+
+
+@dataclass(frozen=True)
+class FleetReport:
+    sites: dict[str, ResolvedSite]
+    hub: HubStack | None
+    problems: list[Problem]
+
+
+def check_fleet(paths: Iterable[Path], policy: PlacementPolicy, env: Mapping[str, str] | None = None) -> FleetReport:
+    """Validates every given stack file, collecting all problems rather than stopping at the first."""
+    sites: dict[str, ResolvedSite] = {}
+    hub: HubStack | None = None
+    problems: list[Problem] = []
+    for path in sorted(paths):
+        stack = stack_name_of(path)
+        try:
+            check_stack_name(stack)
+            raw = read_stack_file(path)
+            if stack == HUB_STACK:
+                hub = parse_hub(stack, raw, env)
+            else:
+                parsed = parse_site(stack, raw, env)
+                sites[stack] = resolve(stack, parsed.site, policy)
+        except ConfigError as exc:
+            problems += exc.problems
+    return FleetReport(sites, hub, problems)
+
+
+def site_stack_files(stacks_dir: Path) -> list[Path]:
+    return sorted(stacks_dir.glob(SITE_FILE_GLOB))
