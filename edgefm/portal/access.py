@@ -17,9 +17,9 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import Field, ValidationError, model_validator
 
-from edgefm.fields import DnsLabel, Model
-from edgefm.placement import LabelSelector
-from edgefm.problems import ConfigError, Problem, from_validation_error
+from edgefm.model.fields import DnsLabel, Model
+from edgefm.model.placement import LabelSelector
+from edgefm.model.problems import ConfigError, Problem, from_validation_error
 
 Role = Literal["viewer", "operator", "approver", "admin"]
 ROLES: tuple[Role, ...] = ("viewer", "operator", "approver", "admin")

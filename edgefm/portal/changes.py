@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from edgefm.placement import EXCLUSIVE, PlacementPolicy, flatten, parse_policy, resolve
+from edgefm.model.placement import EXCLUSIVE, PlacementPolicy, flatten, parse_policy, resolve
+from edgefm.model.problems import ConfigError
 from edgefm.portal.fleetview import SiteEntry
-from edgefm.problems import ConfigError
 
 MISSING = "(unset)"
 

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import Field, model_validator
 
-from edgefm.fields import DnsLabel, Model
+from edgefm.model.fields import DnsLabel, Model
 
 
 class RefusedError(Exception):

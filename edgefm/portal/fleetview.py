@@ -13,10 +13,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from edgefm.config import SiteSpec
-from edgefm.placement import PLACEMENT_FILE, PlacementPolicy, ResolvedSite, load_policy, resolve
-from edgefm.problems import ConfigError, from_validation_error
-from edgefm.stacks import NAMESPACE, SITE_PREFIX, parse_site, read_stack_file, stack_name_of
+from edgefm.model.config import SiteSpec
+from edgefm.model.placement import PLACEMENT_FILE, PlacementPolicy, ResolvedSite, load_policy, resolve
+from edgefm.model.problems import ConfigError, from_validation_error
+from edgefm.model.stacks import NAMESPACE, SITE_PREFIX, parse_site, read_stack_file, stack_name_of
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from edgefm.config import SiteSpec
-from edgefm.placement import PlacementPolicy, resolve
-from edgefm.problems import ConfigError, Problem, from_validation_error
-from edgefm.stacks import NAMESPACE, SITE_PREFIX, stack_file
+from edgefm.model.config import SiteSpec
+from edgefm.model.placement import PlacementPolicy, resolve
+from edgefm.model.problems import ConfigError, Problem, from_validation_error
+from edgefm.model.stacks import NAMESPACE, SITE_PREFIX, stack_file
 
 NODE_ROWS = 3
 MAX_NODE_ROWS = 9

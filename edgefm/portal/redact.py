@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from edgefm.stacks import SECRET_KEYS
+from edgefm.model.stacks import SECRET_KEYS
 
 REDACTED = "[secret]"
 # The engine's marker for a secret value in serialized property maps.

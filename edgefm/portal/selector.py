@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from edgefm.placement import LabelSelector, LabelSelectorRequirement
+from edgefm.model.placement import LabelSelector, LabelSelectorRequirement
 
 _KEY = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _VALUE = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"

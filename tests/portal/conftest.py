@@ -98,7 +98,7 @@ def csrf_of(client: TestClient) -> str:
         client.get("/login")
         token = client.cookies.get("csrftoken")
     assert token, "the portal set no CSRF cookie"
-    return token
+    return str(token)
 
 
 def sign_in(client: TestClient, username: str) -> TestClient:

@@ -105,7 +105,9 @@ class InMemoryFleetService:
 
     # -- journal --------------------------------------------------------------------------------------
 
-    def _emit(self, run_id: str, kind: str, stack: str | None, message: str, data: Mapping[str, Any] | None = None) -> None:
+    def _emit(
+        self, run_id: str, kind: str, stack: str | None, message: str, data: Mapping[str, Any] | None = None
+    ) -> None:
         with self._lock:
             events = self._events.setdefault(run_id, [])
             events.append(Event(len(events) + 1, _now(), kind, stack, message, dict(data or {})))
@@ -136,21 +138,43 @@ class InMemoryFleetService:
     def _site(self, run_id: str, stack: str, operation: str) -> bool:
         started = _now()
         diff = [
-            {"urn": f"urn:pulumi:{stack}::edgefm::kubernetes:apps/v1:Deployment::triton", "op": "update",
-             "diffs": ["spec.template.spec.containers[0].image"]},
-            {"urn": f"urn:pulumi:{stack}::edgefm::kubernetes:core/v1:Secret::registry-key", "op": "update",
-             "diffs": ["stringData"]},
+            {
+                "urn": f"urn:pulumi:{stack}::edgefm::kubernetes:apps/v1:Deployment::triton",
+                "op": "update",
+                "diffs": ["spec.template.spec.containers[0].image"],
+            },
+            {
+                "urn": f"urn:pulumi:{stack}::edgefm::kubernetes:core/v1:Secret::registry-key",
+                "op": "update",
+                "diffs": ["stringData"],
+            },
         ]
         # Engine step events carry inputs; the registry key is a secret the portal must never show.
-        self._emit(run_id, "resource-pre", stack, f"{operation} Secret registry-key",
-                   {"inputs": {"stringData": {"secretAccessKey": SECRET_VALUE}, "note": f"token={SECRET_VALUE}"}})
+        self._emit(
+            run_id,
+            "resource-pre",
+            stack,
+            f"{operation} Secret registry-key",
+            {"inputs": {"stringData": {"secretAccessKey": SECRET_VALUE}, "note": f"token={SECRET_VALUE}"}},
+        )
         time.sleep(self.step_s)
         failed = stack in self.failing
         result = "failed" if failed else "succeeded"
         outputs = {"tritonEndpoint": f"http://triton.{stack}.svc:8000", "registrySecretKey": SECRET_VALUE}
-        self.add_run(SiteRun(run_id, stack, operation, result, started, _now(), {"update": 2, "same": 20},
-                             outputs if operation == "update" else {}, diff if operation == "preview" else [],
-                             ["[labels-present] advisory: Deployment triton has no team label"]))
+        self.add_run(
+            SiteRun(
+                run_id,
+                stack,
+                operation,
+                result,
+                started,
+                _now(),
+                {"update": 2, "same": 20},
+                outputs if operation == "update" else {},
+                diff if operation == "preview" else [],
+                ["[labels-present] advisory: Deployment triton has no team label"],
+            )
+        )
         kind = "site-failed" if failed else "site-succeeded"
         self._emit(run_id, kind, stack, f"{operation} {result}")
         return not failed
@@ -175,8 +199,12 @@ class InMemoryFleetService:
         r = Rollout(rollout_id, strategy, actor, _groups(strategy, self.labels))
         with self._lock:
             self._rollouts[rollout_id] = r
-        self._emit(rollout_id, "run-started", None, f"rollout started by {actor}: "
-                   + " → ".join(f"{g.name} ({len(g.stacks)})" for g in r.groups))
+        self._emit(
+            rollout_id,
+            "run-started",
+            None,
+            f"rollout started by {actor}: " + " → ".join(f"{g.name} ({len(g.stacks)})" for g in r.groups),
+        )
         threading.Thread(target=self._run, args=(r,), daemon=True).start()
         return rollout_id
 
@@ -215,7 +243,9 @@ class InMemoryFleetService:
                     later.state = "held"
                 with self._lock:
                     r.state, r.finished_at = "failed", _now()
-                self._emit(r.id, "run-failed", None, f"{len(r.failures)} failure(s) exceed the budget; later groups held")
+                self._emit(
+                    r.id, "run-failed", None, f"{len(r.failures)} failure(s) exceed the budget; later groups held"
+                )
                 return
         with self._lock:
             r.finished_at = _now()

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from edgefm.portal.contracts import SiteStatus
 from tests.portal.conftest import PortalUnderTest, csrf_of
-from tests.portal.fakes import SECRET_VALUE
+from tests.portal.fakes import SECRET_VALUE, SiteRun
 
 Client = Callable[[str], TestClient]
 SITES = ["site-bridge-north", "site-bridge-south", "site-harbor-ocp", "site-viaduct-cpu"]
@@ -93,7 +93,8 @@ def test_site_page_shows_who_set_each_value_and_no_secret(client_for: Client, po
 
     def source(key: str) -> str:
         row = page.split(f'<tr data-key="{key}">')[1].split("</tr>")[0]
-        return re.findall(r'class="source[^"]*">([^<]+)<', row)[0]
+        found: list[str] = re.findall(r'class="source[^"]*">([^<]+)<', row)
+        return found[0]
 
     assert source("serving.replicas") == "override"
     assert source("model.version") == "profile:canary"
@@ -104,9 +105,7 @@ def test_site_page_shows_who_set_each_value_and_no_secret(client_for: Client, po
     assert SECRET_VALUE not in page and "[secret]" in page
 
 
-def _update_run(stack: str) -> object:
-    from tests.portal.fakes import SiteRun
-
+def _update_run(stack: str) -> SiteRun:
     now = datetime.now(UTC)
     outputs = {"tritonEndpoint": f"http://triton.{stack}.svc:8000", "registrySecretKey": SECRET_VALUE}
     return SiteRun("up-1", stack, "update", "succeeded", now, now, {"update": 1}, outputs, [], [])
@@ -180,15 +179,24 @@ def test_onboarding_commits_on_a_branch_and_previews(client_for: Client, portal:
     doc = yaml.safe_load(path.read_text())["config"]["edgefm:site"]
     assert doc["labels"]["accelerator"] == "cpu" and len(doc["nodes"]) == 3
     git = ["git", "-C", str(portal.repo)]
-    shown = subprocess.run([*git, "show", "onboard/site-bridge-east:stacks/Pulumi.site-bridge-east.yaml"],
-                           capture_output=True, text=True, check=True).stdout
+    shown = subprocess.run(
+        [*git, "show", "onboard/site-bridge-east:stacks/Pulumi.site-bridge-east.yaml"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert shown == path.read_text()
-    author = subprocess.run([*git, "log", "-1", "--format=%an", "onboard/site-bridge-east"],
-                            capture_output=True, text=True, check=True).stdout.strip()
+    author = subprocess.run(
+        [*git, "log", "-1", "--format=%an", "onboard/site-bridge-east"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert author == "olga"
     # The checked-out branch did not move.
-    assert subprocess.run([*git, "rev-parse", "--abbrev-ref", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip() == "main"
+    assert (
+        subprocess.run(
+            [*git, "rev-parse", "--abbrev-ref", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == "main"
+    )
     run_id = response.headers["location"].split("/runs/")[1].split("?")[0]
     _wait_events(portal, run_id, "run-succeeded")
     assert [e.stack for e in portal.service.events(run_id) if e.kind == "site-succeeded"] == ["site-bridge-east"]
@@ -211,7 +219,10 @@ def test_change_preview_names_exactly_the_affected_sites(client_for: Client, por
     assert affected == ["site-bridge-north", "site-harbor-ocp", "site-viaduct-cpu"]
     assert "3 site(s) affected, 1 unchanged" in page
     north = page.split('data-stack="site-bridge-north"')[1].split("</section>")[0]
-    assert '<td>model.version</td><td class="before"><code>"1.0.0"</code></td><td class="after"><code>"1.2.0"</code>' in north
+    assert (
+        '<td>model.version</td><td class="before"><code>"1.0.0"</code></td><td class="after"><code>"1.2.0"</code>'
+        in north
+    )
     assert (portal.repo / "policies" / "placement.yaml").read_text() == before  # nothing changed
     profile = {"layer": "gpu", "key": "serving.replicas", "value": "3", "csrftoken": csrf_of(client)}
     gpu = re.findall(r'data-stack="([^"]+)"', client.post("/changes", data=profile).text)
@@ -225,9 +236,18 @@ def test_change_preview_names_exactly_the_affected_sites(client_for: Client, por
 
 def test_canary_rollout_with_approval_and_live_events(client_for: Client, portal: PortalUnderTest) -> None:
     olga, arno = client_for("olga"), client_for("arno")
-    form = {"stacks": SITES, "canary_label": "tier", "canary_value": "canary", "group_by": "wave",
-            "max_concurrency": "1", "max_failures": "0", "min_success_seconds": "0",
-            "progress_deadline_seconds": "600", "approve_each_group": "on", "csrftoken": csrf_of(olga)}
+    form = {
+        "stacks": SITES,
+        "canary_label": "tier",
+        "canary_value": "canary",
+        "group_by": "wave",
+        "max_concurrency": "1",
+        "max_failures": "0",
+        "min_success_seconds": "0",
+        "progress_deadline_seconds": "600",
+        "approve_each_group": "on",
+        "csrftoken": csrf_of(olga),
+    }
     started = olga.post("/rollouts", data=form, follow_redirects=False)
     assert started.status_code == 303, started.text
     rollout_id = started.headers["location"].rsplit("/", 1)[1]

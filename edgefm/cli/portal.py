@@ -1,0 +1,66 @@
+"""`edgefm portal`: the fleet in a browser, on 127.0.0.1 by default (see docs/portal.md)."""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgefm.cli.console import err, out
+from edgefm.model.problems import ConfigError
+
+portal_app = typer.Typer(add_completion=False, help=__doc__, invoke_without_command=True)
+
+
+@portal_app.callback()
+def portal(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8080,
+    repo: Annotated[Path, typer.Option("--repo", help="The edgefm checkout the portal shows and changes.")] = Path("."),
+    users: Annotated[
+        Path | None, typer.Option("--users", help="Local users file (argon2 hashes); default: portal/users.demo.yaml.")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="The fleet service's database (journal and queue).")
+    ] = None,
+) -> None:
+    """Serve the portal over the checkout and the fleet service."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from edgefm.portal.server import DEFAULT_DATABASE, ServiceUnavailable, build, fleet_service, serve
+    from edgefm.portal.settings import PortalSettings
+
+    root = repo.resolve()
+    try:
+        settings = PortalSettings.from_env(root, users_file=users or root / "portal" / "users.demo.yaml")
+        service = fleet_service(database_url or DEFAULT_DATABASE, root)
+        app = build(settings, service)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            err.print(str(problem), markup=False)
+        raise typer.Exit(1) from None
+    except ServiceUnavailable as exc:
+        err.print(f"edgefm portal: {exc}", markup=False)
+        raise typer.Exit(2) from None
+    if host not in ("127.0.0.1", "::1", "localhost") and not settings.secure_cookies:
+        err.print("edgefm portal: listening beyond loopback without EDGEFM_PORTAL_SECURE_COOKIES=1 (TLS in front)")
+    out.print(f"edgefm portal on http://{host}:{port}/ over {root}")
+    serve(app, host, port)
+
+
+@portal_app.command("hash-password")
+def hash_password() -> None:
+    """Print an argon2 hash for a local users file (the password is read without echo)."""
+    from edgefm.portal.access import hash_password as make_hash
+
+    password = getpass.getpass("password: ")
+    if len(password) < 12:
+        err.print("edgefm portal hash-password: use at least 12 characters")
+        raise typer.Exit(1)
+    if password != getpass.getpass("again: "):
+        err.print("edgefm portal hash-password: the two passwords differ")
+        raise typer.Exit(1)
+    out.print(make_hash(password), markup=False)

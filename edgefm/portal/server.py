@@ -1,0 +1,58 @@
+"""Assembles the portal from settings and serves it with uvicorn (`edgefm portal`, `make portal`)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, cast
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from edgefm.model.problems import ConfigError, Problem
+from edgefm.portal.access import Access, load_access, load_users
+from edgefm.portal.app import create_app
+from edgefm.portal.contracts import FleetServiceAPI, NoStatus, SiteStatusSource
+from edgefm.portal.registry_view import BucketRegistry, NoRegistry, RegistrySource
+from edgefm.portal.settings import PortalSettings
+from edgefm.registry import BucketSettings, RegistryError
+
+DEFAULT_DATABASE = "sqlite:///.state/fleet.db"
+SERVICE_MODULE = "edgefm.ops.service"
+
+
+class ServiceUnavailable(RuntimeError):
+    pass
+
+
+def fleet_service(database_url: str, repo: Path) -> FleetServiceAPI:
+    """The fleet operations service (queue, workers, journal) for this checkout."""
+    try:
+        module = importlib.import_module(SERVICE_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name != SERVICE_MODULE:
+            raise
+        raise ServiceUnavailable(
+            f"the fleet operations service ({SERVICE_MODULE}) is not in this checkout: the portal starts no "
+            "long operation itself and needs its queue and journal"
+        ) from None
+    return cast(FleetServiceAPI, module.FleetService(database_url, repo))
+
+
+def registry_source() -> RegistrySource:
+    try:
+        return BucketRegistry(BucketSettings.from_env())
+    except RegistryError:
+        return NoRegistry()
+
+
+def build(settings: PortalSettings, service: FleetServiceAPI, status: SiteStatusSource | None = None) -> ASGIApp:
+    access = Access(load_access(settings.access_file))
+    users = load_users(settings.users_file) if settings.users_file else {}
+    if not users and settings.oidc is None:
+        raise ConfigError([Problem("portal", "users", "no way to sign in: give a users file or OpenID Connect")])
+    return create_app(settings, service, status or NoStatus(), registry_source(), access, users)
+
+
+def serve(app: ASGIApp, host: str, port: int, **uvicorn_options: Any) -> None:
+    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False, **uvicorn_options)
