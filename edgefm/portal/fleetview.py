@@ -6,17 +6,23 @@ thousands of sites costs one `stat` per file once warm; an edited file is read a
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup
 from pydantic import ValidationError
 
 from edgefm.model.config import SiteSpec
 from edgefm.model.placement import PLACEMENT_FILE, PlacementPolicy, ResolvedSite, load_policy, resolve
 from edgefm.model.problems import ConfigError, from_validation_error
 from edgefm.model.stacks import NAMESPACE, SITE_PREFIX, parse_site, read_stack_file, stack_name_of
+
+
+_SITE_FILE_PREFIX = f"Pulumi.{SITE_PREFIX}"
 
 
 @dataclass(frozen=True)
@@ -28,7 +34,26 @@ class SiteEntry:
     # Everything `edgefm validate` would say about this stack file (credentials included).
     problems: tuple[str, ...]
 
-    @property
+    @cached_property
+    def site_cells(self) -> Markup:
+        """The inventory cells that depend on the stack file only (site, labels, profiles), rendered once:
+        at thousands of rows, per-request template work is what costs."""
+        labels = Markup("").join(
+            Markup('<span class="label">{}={}</span>').format(k, v) for k, v in sorted(self.labels.items())
+        )
+        problems = (
+            Markup(' <span class="badge bad" title="{}">{} problem(s)</span>').format(
+                "\n".join(self.problems), len(self.problems)
+            )
+            if self.problems
+            else Markup("")
+        )
+        profiles = ", ".join(self.resolved.matched) if self.resolved else "-"
+        return Markup('<td><a href="/sites/{0}">{0}</a>{1}</td><td class="labels">{2}</td><td>{3}</td>').format(
+            self.stack, problems, labels, profiles
+        )
+
+    @cached_property
     def model(self) -> str:
         """The model the site is configured to serve: a pinned version, or the channel it follows."""
         if self.resolved is None:
@@ -36,7 +61,7 @@ class SiteEntry:
         ref = self.resolved.profile.model
         return f"{ref.name} {ref.version}" if ref.version else f"{ref.name} @{ref.channel}"
 
-    @property
+    @cached_property
     def version(self) -> str | None:
         return None if self.resolved is None else self.resolved.profile.model.version
 
@@ -84,7 +109,7 @@ class FleetView:
         self._policy_key: tuple[int, int] | None = None
         self._policy: PlacementPolicy | None = None
         self._policy_problem: str | None = None
-        self._entries: dict[Path, tuple[tuple[int, int], SiteEntry]] = {}
+        self._entries: dict[str, tuple[tuple[int, int], SiteEntry]] = {}
 
     def _stat(self, path: Path) -> tuple[int, int]:
         st = path.stat()
@@ -116,20 +141,30 @@ class FleetView:
     def sites(self) -> dict[str, SiteEntry]:
         with self._lock:
             policy = self._refresh_policy()
+            found: list[tuple[str, tuple[int, int]]] = []
+            try:
+                # scandir and plain strings: at thousands of files pathlib's overhead is most of the cost.
+                with os.scandir(self.stacks_dir) as listing:
+                    for item in listing:
+                        if item.name.startswith(_SITE_FILE_PREFIX) and item.name.endswith(".yaml"):
+                            try:
+                                st = item.stat()
+                            except FileNotFoundError:
+                                continue
+                            found.append((item.name, (st.st_mtime_ns, st.st_size)))
+            except FileNotFoundError:
+                pass
             seen: dict[str, SiteEntry] = {}
-            paths = sorted(self.stacks_dir.glob(f"Pulumi.{SITE_PREFIX}*.yaml"))
-            for path in paths:
-                try:
-                    key = self._stat(path)
-                except FileNotFoundError:
-                    continue
-                cached = self._entries.get(path)
+            for name, key in sorted(found):
+                cached = self._entries.get(name)
                 if cached is None or cached[0] != key:
-                    cached = (key, _entry(path, policy, self._policy_problem))
-                    self._entries[path] = cached
+                    cached = (key, _entry(self.stacks_dir / name, policy, self._policy_problem))
+                    self._entries[name] = cached
                 seen[cached[1].stack] = cached[1]
-            for gone in set(self._entries) - set(paths):
-                del self._entries[gone]
+            if len(self._entries) != len(found):
+                names = {name for name, _ in found}
+                for gone in [n for n in self._entries if n not in names]:
+                    del self._entries[gone]
             return seen
 
     def site(self, stack: str) -> SiteEntry | None:

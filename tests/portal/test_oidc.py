@@ -83,9 +83,7 @@ def test_sign_in_maps_groups_to_roles(client: tuple[TestClient, InMemoryFleetSer
     assert "Oona Operator (oidc)" in home
     assert 'href="/onboard"' in home  # operator on every site group
     assert home.count('<tr data-stack="') == 4
-    assert [(a.actor, a.action, a.target, a.result) for a in service.audit_log(5)] == [
-        ("oona", "login", "oidc", "ok")
-    ]
+    assert [(a.actor, a.action, a.target, a.result) for a in service.audit_log(5)] == [("oona", "login", "oidc", "ok")]
 
 
 def test_groups_without_a_binding_see_nothing(client: tuple[TestClient, InMemoryFleetService]) -> None:
