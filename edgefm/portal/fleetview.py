@@ -21,7 +21,6 @@ from edgefm.model.placement import PLACEMENT_FILE, PlacementPolicy, ResolvedSite
 from edgefm.model.problems import ConfigError, from_validation_error
 from edgefm.model.stacks import NAMESPACE, SITE_PREFIX, parse_site, read_stack_file, stack_name_of
 
-
 _SITE_FILE_PREFIX = f"Pulumi.{SITE_PREFIX}"
 
 
