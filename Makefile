@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools tools-status minio portal-assets chromium lint typecheck unit test demo portal bench clean
+.PHONY: install tools tools-status minio portal-assets chromium lint typecheck unit test demo portal portal-screenshots bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -77,6 +77,10 @@ demo: install tools
 # The portal on 127.0.0.1:8080 over this checkout (see docs/portal.md for sign-in and the fleet service).
 portal: install portal-assets
 	$(BIN)/python -m edgefm portal
+
+# The README's portal screenshots (docs/portal/*.png), taken by the browser tests.
+portal-screenshots: install portal-assets chromium
+	EDGEFM_PORTAL_SCREENSHOTS=docs/portal $(BIN)/python -m pytest -q tests/portal/test_browser.py
 
 # `models publish` vs single-stream boto3 for a 1 GB model, side by side against a local MinIO.
 bench: install minio

@@ -486,7 +486,9 @@ def create_app(
         poll = settings.stream_poll_s
 
         async def stream() -> AsyncIterator[ServerSentEvent]:
-            seq, state = start, None
+            seq = start
+            state: tuple[object, ...] | None = None
+            token = csrf(request)
             while True:
                 raw = await thread(portal.service.events, run_id, seq)
                 for e in raw:
@@ -497,9 +499,13 @@ def create_app(
                 rollout = await thread(portal.service.rollout, run_id)
                 finished = any(e.kind in TERMINAL_KINDS for e in raw)
                 if rollout is not None:
-                    if rollout.state != state:
-                        state = rollout.state
-                        yield ServerSentEvent(data=_state_badge(state), event="state")
+                    # The status block is sent again whenever the rollout's or a group's state moves.
+                    signature = (rollout.state, tuple(g.state for g in rollout.groups), len(rollout.failures))
+                    if signature != state:
+                        state = signature
+                        ctx = rollout_status(who, rollout, token)
+                        html = templates.get_template("_rollout_status.html").render(ctx)
+                        yield ServerSentEvent(data=html, event="status")
                     finished = rollout.state in TERMINAL_STATES
                 if finished:
                     yield ServerSentEvent(data="end", event="close")
@@ -542,6 +548,20 @@ def create_app(
         audit(who, "rollout-start", rollout_id, f"started over {len(strategy.stacks)} site(s)")
         return RedirectResponse(f"/rollouts/{rollout_id}", status_code=303)
 
+    def rollout_status(who: Principal, r: RolloutView, token: str) -> dict[str, Any]:
+        """What the rollout's status block shows this person: state, groups, and the actions they may take."""
+        sites = portal.fleet.sites()
+        labels = [sites[s].labels if s in sites else {} for s in rollout_stacks(r)]
+        return {
+            "r": r,
+            "state_badge": Markup(_state_badge(r.state)),
+            "done": r.state in TERMINAL_STATES,
+            "can_operate": portal.access.can_all(who, "operator", labels),
+            "can_approve": portal.access.can_all(who, "approver", labels) and r.started_by != who.username,
+            "own": r.started_by == who.username,
+            "csrf_token": token,
+        }
+
     @app.get("/rollouts/{rollout_id}", response_class=HTMLResponse)
     async def rollout_page(request: Request, rollout_id: str) -> HTMLResponse:
         who = principal(request)
@@ -552,16 +572,8 @@ def create_app(
         if not portal.access.can_all(who, "viewer", labels):
             raise Denied(f"{who.username} is not viewer on every site of rollout {rollout_id}")
         events = visible_events(who, await thread(portal.service.events, rollout_id, 0))
-        ctx = {
-            "r": r,
-            "events": events,
-            "last_seq": events[-1]["seq"] if events else 0,
-            "state_badge": Markup(_state_badge(r.state)),
-            "done": r.state in TERMINAL_STATES,
-            "can_operate": portal.access.can_all(who, "operator", labels),
-            "can_approve": portal.access.can_all(who, "approver", labels) and r.started_by != who.username,
-            "own": r.started_by == who.username,
-        }
+        ctx = {**rollout_status(who, r, csrf(request)), "events": events}
+        ctx["last_seq"] = events[-1]["seq"] if events else 0
         return render(request, "rollout.html", ctx)
 
     @app.post("/rollouts/{rollout_id}/{action}")

@@ -49,7 +49,7 @@ def provider() -> Iterator[str]:
 @pytest.fixture
 def client(provider: str, tmp_path: Path) -> Iterator[tuple[TestClient, InMemoryFleetService]]:
     repo = make_repo(tmp_path / "fleet")
-    oidc = OidcSettings(issuer=provider, client_id="edgefm-portal", client_secret="test-only-client-secret")  # type: ignore[arg-type]
+    oidc = OidcSettings(issuer=provider, client_id="edgefm-portal", client_secret="test-only-client-secret")
     settings = PortalSettings(repo=repo, access_file=repo / "portal" / "access.yaml", oidc=oidc)
     service = InMemoryFleetService()
     access = Access(load_access(settings.access_file))
@@ -70,7 +70,8 @@ def sign_in_via_provider(client: TestClient, sub: str) -> httpx.Response:
     assert granted.status_code == 302, granted.text
     back = urlsplit(granted.headers["location"])
     assert back.path == "/auth/callback" and "code" in parse_qs(back.query)
-    return client.get(f"{back.path}?{back.query}", follow_redirects=False)
+    done: httpx.Response = client.get(f"{back.path}?{back.query}", follow_redirects=False)
+    return done
 
 
 def test_sign_in_maps_groups_to_roles(client: tuple[TestClient, InMemoryFleetService]) -> None:
