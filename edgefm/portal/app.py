@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import anyio
 import yaml
@@ -38,14 +38,20 @@ from edgefm.portal import changes as change_mod
 from edgefm.portal import onboarding
 from edgefm.portal.access import RANK, Access, LocalUser, Principal, Role, verify_password
 from edgefm.portal.contracts import (
-    Event,
+    REFUSALS,
+    STRATEGY_FIELDS,
+    TERMINAL_KINDS,
+    TERMINAL_STATES,
+    EventView,
     FleetServiceAPI,
-    RefusedError,
-    RolloutStrategy,
+    PreviewRecord,
+    PreviewSource,
     RolloutView,
     SiteRunView,
     SiteStatus,
     SiteStatusSource,
+    StrategyFactory,
+    StrategyForm,
 )
 from edgefm.portal.fleetview import FleetView, SiteEntry
 from edgefm.portal.redact import redact, redact_text
@@ -62,13 +68,16 @@ with warnings.catch_warnings():
 HERE = Path(__file__).parent
 VENDOR = HERE / "static" / "vendor"
 VENDOR_FILES = ("htmx.min.js", "sse.min.js")
-# Journal event kinds that end a run (the fleet service's vocabulary).
-TERMINAL_KINDS = frozenset({"run-succeeded", "run-failed", "run-aborted"})
-TERMINAL_STATES = frozenset({"succeeded", "failed", "aborted"})
 
 
 class MissingAssets(RuntimeError):
     pass
+
+
+class StackOutputs(Protocol):
+    """A stack's outputs as last recorded (secret values masked by whoever records them)."""
+
+    def outputs(self, stack: str) -> Mapping[str, Any] | None: ...
 
 
 @dataclass
@@ -79,6 +88,9 @@ class Portal:
     registry: RegistrySource
     access: Access
     users: dict[str, LocalUser]
+    strategy: StrategyFactory
+    previews: PreviewSource | None
+    outputs: StackOutputs | None
     fleet: FleetView = field(init=False)
 
     def __post_init__(self) -> None:
@@ -102,6 +114,10 @@ class InventoryRow:
     last_run: SiteRunView | None
     findings: Sequence[str]
 
+    @property
+    def last_run_at(self) -> datetime | None:
+        return None if self.last_run is None else self.last_run.started_at or self.last_run.finished_at
+
 
 def _fmt_time(value: datetime | None) -> str:
     if value is None:
@@ -114,9 +130,16 @@ def _fmt_time(value: datetime | None) -> str:
 _ZERO = timedelta(0)
 
 
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+def _when_of(run: SiteRunView) -> datetime:
+    return run.started_at or run.finished_at or _EPOCH
+
+
 def _latest(runs: Sequence[SiteRunView], operation: str | None = None) -> SiteRunView | None:
     chosen = [r for r in runs if operation is None or r.operation == operation]
-    return max(chosen, key=lambda r: r.started_at, default=None)
+    return max(chosen, key=_when_of, default=None)
 
 
 def create_app(
@@ -126,12 +149,16 @@ def create_app(
     registry: RegistrySource,
     access: Access,
     users: Mapping[str, LocalUser] | None = None,
+    *,
+    strategy: StrategyFactory,
+    previews: PreviewSource | None = None,
+    outputs: StackOutputs | None = None,
 ) -> ASGIApp:
     """The portal as an ASGI app: FastAPI wrapped in CSRF protection (every non-GET needs the token)."""
     missing = [f for f in VENDOR_FILES if not (VENDOR / f).is_file()]
     if missing:
         raise MissingAssets(f"portal browser libraries missing ({', '.join(missing)}): run `make portal-assets`")
-    portal = Portal(settings, service, status, registry, access, dict(users or {}))
+    portal = Portal(settings, service, status, registry, access, dict(users or {}), strategy, previews, outputs)
     # Read and resolve every stack file now, off the request path: the first page then finds a warm cache.
     threading.Thread(target=portal.fleet.sites, name="portal-warm-fleet", daemon=True).start()
     app = FastAPI(title="edgefm portal", docs_url=None, redoc_url=None, openapi_url=None)
@@ -207,7 +234,7 @@ def create_app(
         return {s: e for s, e in portal.fleet.sites().items() if portal.access.can(who, "viewer", e.labels)}
 
     def rollout_stacks(r: RolloutView) -> list[str]:
-        return [s for g in r.groups for s in g.stacks]
+        return list(r.stacks)
 
     async def thread(fn: Callable[..., Any], *args: Any) -> Any:
         return await anyio.to_thread.run_sync(fn, *args)
@@ -287,6 +314,11 @@ def create_app(
 
     # ---- fleet inventory -------------------------------------------------------------------------------
 
+    def preview_of(run: SiteRunView | None) -> PreviewRecord | None:
+        if run is None or portal.previews is None:
+            return None
+        return portal.previews.preview_of(run.id)
+
     def inventory(who: Principal, selector_text: str) -> tuple[list[InventoryRow], str | None]:
         error = None
         try:
@@ -300,7 +332,8 @@ def create_app(
                 continue
             runs = portal.service.site_runs(stack)
             last = _latest(runs)
-            findings = list(last.findings) if last is not None else []
+            preview = preview_of(_latest(runs, "preview"))
+            findings = list(preview.advisories) if preview is not None else []
             rows.append(InventoryRow(entry, statuses.get(stack, SiteStatus()), last, findings))
         return rows, error
 
@@ -327,17 +360,19 @@ def create_app(
         if explained is not None and entry.resolved is not None:
             values = flatten(explained["profile"])
             settings_rows = [(k, v, entry.resolved.source_of(k)) for k, v in sorted(values.items())]
-        runs = sorted(portal.service.site_runs(stack), key=lambda r: r.started_at, reverse=True)
-        last_update = _latest(runs, "update")
+        runs = sorted(portal.service.site_runs(stack), key=_when_of, reverse=True)
         last_preview = _latest(runs, "preview")
+        preview = preview_of(last_preview)
+        recorded = portal.outputs.outputs(stack) if portal.outputs is not None else None
         ctx = {
             "entry": entry,
             "explained": explained,
             "settings_rows": settings_rows,
             "runs": runs,
-            "outputs": redact(dict(last_update.outputs)) if last_update else {},
+            "outputs": redact(dict(recorded)) if recorded is not None else None,
             "last_preview": last_preview,
-            "preview_diff": redact(list(last_preview.diff)) if last_preview else [],
+            "preview_steps": redact(list(preview.steps)) if preview else [],
+            "advisories": list(preview.advisories) if preview else [],
             "status": portal.status.statuses().get(stack, SiteStatus()),
             "can_operate": portal.access.can(who, "operator", entry.labels),
         }
@@ -348,9 +383,11 @@ def create_app(
         who = principal(request)
         if portal.fleet.site(stack) is None:
             return render(request, "denied.html", {"message": f"no site stack {stack}"}, status_code=404)
-        require(who, "operator", [stack], "preview", stack)
-        run_id = await thread(portal.service.start_preview, [stack], who.username)
-        audit(who, "preview", stack, f"started {run_id}")
+        require(who, "operator", [stack], "preview.start", stack)
+        try:
+            run_id = await thread(portal.service.start_preview, [stack], who.username)
+        except REFUSALS as exc:
+            raise Denied(str(exc)) from None
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
     # ---- onboarding ------------------------------------------------------------------------------------
@@ -443,7 +480,7 @@ def create_app(
 
     # ---- runs and rollouts -----------------------------------------------------------------------------
 
-    def event_view(e: Event) -> dict[str, Any]:
+    def event_view(e: EventView) -> dict[str, Any]:
         return {
             "seq": e.seq,
             "at": _fmt_time(e.at),
@@ -453,7 +490,7 @@ def create_app(
             "data": redact(dict(e.data)),
         }
 
-    def visible_events(who: Principal, events: Sequence[Event]) -> list[dict[str, Any]]:
+    def visible_events(who: Principal, events: Sequence[EventView]) -> list[dict[str, Any]]:
         sites = portal.fleet.sites()
         out = []
         for e in events:
@@ -518,7 +555,7 @@ def create_app(
     async def rollouts_page(request: Request) -> HTMLResponse:
         who = principal(request)
         sites = visible(who)
-        rollouts = sorted(portal.service.rollouts(), key=lambda r: r.started_at, reverse=True)
+        rollouts = sorted(portal.service.rollouts(), key=lambda r: r.created_at or _EPOCH, reverse=True)
         shown = [r for r in rollouts if all(s in sites for s in rollout_stacks(r))]
         ctx = {"rollouts": shown, "sites": sorted(sites), "form": {}, "errors": {}}
         return render(request, "rollouts.html", ctx)
@@ -534,18 +571,39 @@ def create_app(
         unknown = sorted(set(stacks) - set(portal.fleet.sites()))
         if unknown:
             errors["stacks"] = [f"unknown site stack(s): {', '.join(unknown)}"]
+        strategy: Any = None
+        form_model: StrategyForm | None = None
         try:
-            strategy = RolloutStrategy.model_validate({**values, "stacks": stacks})
+            form_model = StrategyForm.model_validate({**values, "stacks": stacks})
         except ValidationError as exc:
             for p in from_validation_error("rollout", "", exc):
                 errors.setdefault(p.path.split(".", 1)[0] or "_form", []).append(p.message)
-        if errors:
-            sites = visible(who)
-            ctx = {"rollouts": [], "sites": sorted(sites), "form": values, "errors": errors}
+        if form_model is not None and not errors:
+            sites = portal.fleet.sites()
+            try:
+                selector = parse_selector(form_model.canary)
+            except (SelectorError, ValidationError) as exc:
+                errors["canary"] = [str(exc)]
+            else:
+                canary = [s for s in form_model.stacks if selector.matches(sites[s].labels)]
+                if not canary:
+                    errors["canary"] = [f"no chosen site matches {form_model.canary!r}: a rollout starts with a canary"]
+                labels = {s: sites[s].labels for s in form_model.stacks}
+            if not errors:
+                try:
+                    strategy = portal.strategy(form_model.to_ops(canary, labels))
+                except ValidationError as exc:
+                    for p in from_validation_error("rollout", "", exc):
+                        head = p.path.split(".", 1)[0]
+                        errors.setdefault(STRATEGY_FIELDS.get(head, "_form"), []).append(p.message)
+        if errors or form_model is None:
+            ctx = {"rollouts": [], "sites": sorted(visible(who)), "form": values, "errors": errors}
             return render(request, "rollouts.html", ctx, status_code=422)
-        require(who, "operator", strategy.stacks, "rollout-start", ", ".join(strategy.stacks))
-        rollout_id = await thread(portal.service.start_rollout, strategy, who.username)
-        audit(who, "rollout-start", rollout_id, f"started over {len(strategy.stacks)} site(s)")
+        require(who, "operator", form_model.stacks, "rollout.start", ", ".join(form_model.stacks))
+        try:
+            rollout_id = await thread(portal.service.start_rollout, strategy, who.username)
+        except REFUSALS as exc:
+            raise Denied(str(exc)) from None
         return RedirectResponse(f"/rollouts/{rollout_id}", status_code=303)
 
     def rollout_status(who: Principal, r: RolloutView, token: str) -> dict[str, Any]:
@@ -557,8 +615,8 @@ def create_app(
             "state_badge": Markup(_state_badge(r.state)),
             "done": r.state in TERMINAL_STATES,
             "can_operate": portal.access.can_all(who, "operator", labels),
-            "can_approve": portal.access.can_all(who, "approver", labels) and r.started_by != who.username,
-            "own": r.started_by == who.username,
+            "can_approve": portal.access.can_all(who, "approver", labels) and r.actor != who.username,
+            "own": r.actor == who.username,
             "csrf_token": token,
         }
 
@@ -583,16 +641,15 @@ def create_app(
             return Response(f"unknown action {action}", status_code=404)
         r = rollout_or_404(rollout_id)
         role: Role = "approver" if action == "approve" else "operator"
-        require(who, role, rollout_stacks(r), f"rollout-{action}", rollout_id)
-        if action == "approve" and r.started_by == who.username:
-            audit(who, "rollout-approve", rollout_id, "denied: nobody approves their own rollout")
+        require(who, role, rollout_stacks(r), f"rollout.{action}", rollout_id)
+        if action == "approve" and r.actor == who.username:
+            audit(who, "rollout.approve", rollout_id, "denied: nobody approves their own rollout")
             raise Denied("nobody approves their own rollout: another approver must")
         try:
+            # The service journals and audits the action (and its refusals) itself.
             await thread(getattr(portal.service, action), rollout_id, who.username)
-        except RefusedError as exc:
-            audit(who, f"rollout-{action}", rollout_id, f"refused: {exc}")
+        except REFUSALS as exc:
             raise Denied(str(exc)) from None
-        audit(who, f"rollout-{action}", rollout_id, "ok")
         return RedirectResponse(f"/rollouts/{rollout_id}", status_code=303)
 
     # ---- registry and audit ----------------------------------------------------------------------------

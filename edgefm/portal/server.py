@@ -12,7 +12,7 @@ from starlette.types import ASGIApp
 from edgefm.model.problems import ConfigError, Problem
 from edgefm.portal.access import Access, load_access, load_users
 from edgefm.portal.app import create_app
-from edgefm.portal.contracts import FleetServiceAPI, NoStatus, SiteStatusSource
+from edgefm.portal.contracts import FleetServiceAPI, NoStatus, PreviewRecord, SiteStatusSource, StrategyFactory
 from edgefm.portal.registry_view import BucketRegistry, NoRegistry, RegistrySource
 from edgefm.portal.settings import PortalSettings
 from edgefm.registry import BucketSettings, RegistryError
@@ -23,6 +23,25 @@ SERVICE_MODULE = "edgefm.ops.service"
 
 class ServiceUnavailable(RuntimeError):
     pass
+
+
+class JournalPreviews:
+    """Reads a site run's journaled preview (planned steps, guardrail advisories) from the service's journal."""
+
+    def __init__(self, journal: Any) -> None:
+        self.journal = journal
+
+    def preview_of(self, site_run_id: str) -> PreviewRecord | None:
+        row = self.journal.preview(site_run_id)
+        if row is None:
+            return None
+        return PreviewRecord(list(row.steps or []), [str(a) for a in row.advisories or []])
+
+
+def strategy_factory() -> StrategyFactory:
+    """The fleet service's own strategy model validates what the rollout form builds."""
+    module = importlib.import_module("edgefm.ops.strategy")
+    return cast(StrategyFactory, module.RolloutStrategy.model_validate)
 
 
 def fleet_service(database_url: str, repo: Path) -> FleetServiceAPI:
@@ -51,7 +70,17 @@ def build(settings: PortalSettings, service: FleetServiceAPI, status: SiteStatus
     users = load_users(settings.users_file) if settings.users_file else {}
     if not users and settings.oidc is None:
         raise ConfigError([Problem("portal", "users", "no way to sign in: give a users file or OpenID Connect")])
-    return create_app(settings, service, status or NoStatus(), registry_source(), access, users)
+    journal = getattr(service, "journal", None)
+    return create_app(
+        settings,
+        service,
+        status or NoStatus(),
+        registry_source(),
+        access,
+        users,
+        strategy=strategy_factory(),
+        previews=JournalPreviews(journal) if journal is not None else None,
+    )
 
 
 def serve(app: ASGIApp, host: str, port: int, **uvicorn_options: Any) -> None:

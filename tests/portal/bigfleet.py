@@ -7,7 +7,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from edgefm.portal.contracts import SiteStatus
+from edgefm.portal.contracts import PreviewRecord, SiteStatus
 from tests.portal.conftest import PortalUnderTest, build_portal, make_repo
 from tests.portal.fakes import SiteRun
 
@@ -55,9 +55,8 @@ def big_fleet(dest: Path, n: int, seed: int = 7) -> PortalUnderTest:
     for stack in sorted(p.name[7:-5] for p in (repo / "stacks").glob("Pulumi.site-*.yaml")):
         for k, op in enumerate(("preview", "update")):
             at = now - timedelta(minutes=10 - k)
-            portal.service.add_run(
-                SiteRun(f"r-{stack}-{k}", stack, op, "succeeded", at, at, {"same": 20}, {}, [], ["advisory"])
-            )
+            run = SiteRun(f"r-{stack}-{k}", f"r-{k}", stack, op, "succeeded", at, at, {"same": 20})
+            portal.service.add_run(run, PreviewRecord([], ["[labels-present] advisory"]) if op == "preview" else None)
         drift = ("Deployment/triton: spec.replicas",) if rng.random() < 0.05 else ()
         portal.status.values[stack] = SiteStatus("healthy", "ready", drift, "1.0.0", now)
     return portal

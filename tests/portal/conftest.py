@@ -20,7 +20,7 @@ from edgefm.portal.contracts import SiteStatus
 from edgefm.portal.fleetview import FleetView
 from edgefm.portal.registry_view import ModelRow, VersionRow
 from edgefm.portal.settings import PortalSettings
-from tests.portal.fakes import InMemoryFleetService
+from tests.portal.fakes import InMemoryFleetService, OpsStrategy, RecordedOutputs
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORDS = {u: f"demo-{u}" for u in ("alice", "olga", "arno", "vic")}
@@ -78,7 +78,17 @@ def build_portal(repo: Path, step_s: float = 0.05, failing: set[str] | None = No
     )
     access = Access(load_access(settings.access_file))
     assert settings.users_file is not None
-    app = create_app(settings, service, status, FakeRegistry(), access, load_users(settings.users_file))
+    app = create_app(
+        settings,
+        service,
+        status,
+        FakeRegistry(),
+        access,
+        load_users(settings.users_file),
+        strategy=OpsStrategy.model_validate,
+        previews=service,
+        outputs=RecordedOutputs(),
+    )
     return PortalUnderTest(app, repo, service, status, settings)
 
 

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from edgefm.portal.app import server_ms
 from edgefm.portal.contracts import SiteStatus
 from tests.portal.conftest import PortalUnderTest, csrf_of
-from tests.portal.fakes import SECRET_VALUE, SiteRun
+from tests.portal.fakes import SECRET_VALUE
 
 Client = Callable[[str], TestClient]
 SITES = ["site-bridge-north", "site-bridge-south", "site-harbor-ocp", "site-viaduct-cpu"]
@@ -88,8 +88,7 @@ def test_site_page_shows_who_set_each_value_and_no_secret(client_for: Client, po
     run = client.post("/sites/site-bridge-south/preview", data={"csrftoken": csrf_of(client)}, follow_redirects=False)
     assert run.status_code == 303
     run_id = run.headers["location"].rsplit("/", 1)[1]
-    _wait_events(portal, run_id, "run-succeeded")
-    portal.service.add_run(_update_run("site-bridge-south"))
+    _wait_events(portal, run_id, "run.succeeded")
     page = client.get("/sites/site-bridge-south").text
 
     def source(key: str) -> str:
@@ -103,13 +102,10 @@ def test_site_page_shows_who_set_each_value_and_no_secret(client_for: Client, po
     assert source("storage.sizeGi") == "defaults"
     assert "http://triton.site-bridge-south.svc:8000" in page  # a plain output is shown
     assert "Deployment::triton" in page and "spec.template.spec.containers[0].image" in page  # the preview diff
+    assert "Deployment triton has no team label" in page  # the preview's guardrail findings
     assert SECRET_VALUE not in page and "[secret]" in page
-
-
-def _update_run(stack: str) -> SiteRun:
-    now = datetime.now(UTC)
-    outputs = {"tritonEndpoint": f"http://triton.{stack}.svc:8000", "registrySecretKey": SECRET_VALUE}
-    return SiteRun("up-1", stack, "update", "succeeded", now, now, {"update": 1}, outputs, [], [])
+    events = client.get(f"/runs/{run_id}").text
+    assert "secretAccessKey" in events and SECRET_VALUE not in events
 
 
 def _wait_events(portal: PortalUnderTest, run_id: str, kind: str) -> None:
@@ -199,8 +195,8 @@ def test_onboarding_commits_on_a_branch_and_previews(client_for: Client, portal:
         == "main"
     )
     run_id = response.headers["location"].split("/runs/")[1].split("?")[0]
-    _wait_events(portal, run_id, "run-succeeded")
-    assert [e.stack for e in portal.service.events(run_id) if e.kind == "site-succeeded"] == ["site-bridge-east"]
+    _wait_events(portal, run_id, "run.succeeded")
+    assert [e.stack for e in portal.service.events(run_id) if e.kind == "site.succeeded"] == ["site-bridge-east"]
     # `edgefm validate`'s models accept the file except for the credential a real k3s site needs.
     from edgefm.portal.fleetview import FleetView
 
@@ -239,13 +235,12 @@ def test_canary_rollout_with_approval_and_live_events(client_for: Client, portal
     olga, arno = client_for("olga"), client_for("arno")
     form = {
         "stacks": SITES,
-        "canary_label": "tier",
-        "canary_value": "canary",
+        "canary": "tier=canary",
         "group_by": "wave",
         "max_concurrency": "1",
         "max_failures": "0",
-        "min_success_seconds": "0",
-        "progress_deadline_seconds": "600",
+        "min_success_time": "0",
+        "progress_deadline": "600",
         "approve_each_group": "on",
         "csrftoken": csrf_of(olga),
     }
@@ -254,6 +249,8 @@ def test_canary_rollout_with_approval_and_live_events(client_for: Client, portal
     rollout_id = started.headers["location"].rsplit("/", 1)[1]
     r = portal.service.rollout(rollout_id)
     assert r is not None and [g.name for g in r.groups] == ["canary", "wave=1", "wave=2", "wave=3"]
+    assert r.groups[0].stacks == ["site-bridge-south"]
+    assert r.strategy.approve == ["wave=1", "wave=2", "wave=3"]
     assert portal.service.wait_state(rollout_id, {"waiting-approval"}) == "waiting-approval"
     # The starter cannot approve, whatever their role.
     own = olga.post(f"/rollouts/{rollout_id}/approve", data={"csrftoken": csrf_of(olga)})
@@ -261,8 +258,8 @@ def test_canary_rollout_with_approval_and_live_events(client_for: Client, portal
     assert "not approver" in own.text
     page = arno.get(f"/rollouts/{rollout_id}").text
     assert 'id="approve"' in page
-    for _ in range(3):
-        portal.service.wait_state(rollout_id, {"waiting-approval"})
+    for group in ("wave=1", "wave=2", "wave=3"):
+        portal.service.wait_group(rollout_id, group, "waiting-approval")
         ok = arno.post(f"/rollouts/{rollout_id}/approve", data={"csrftoken": csrf_of(arno)}, follow_redirects=False)
         assert ok.status_code == 303
     assert portal.service.wait_state(rollout_id, {"succeeded"}) == "succeeded"
@@ -271,26 +268,43 @@ def test_canary_rollout_with_approval_and_live_events(client_for: Client, portal
         body = "".join(stream.iter_text())
     ids = [int(i) for i in re.findall(r"^id: (\d+)", body, re.M)]
     assert ids == list(range(1, len(ids) + 1)) and len(ids) == len(portal.service.events(rollout_id))
-    assert "event: close" in body and "succeeded" in body
+    assert "event: close" in body and 'data-state="succeeded"' in body
     with arno.stream("GET", f"/runs/{rollout_id}/stream", headers={"Last-Event-ID": "10"}) as stream:
         resumed = "".join(stream.iter_text())
     assert [int(i) for i in re.findall(r"^id: (\d+)", resumed, re.M)] == ids[10:]
+    with arno.stream("GET", f"/runs/{rollout_id}/stream?after=12") as stream:
+        assert [int(i) for i in re.findall(r"^id: (\d+)", "".join(stream.iter_text()), re.M)] == ids[12:]
     assert SECRET_VALUE not in body and "[secret]" in body
     audit = [(a.actor, a.action, a.result.split(":")[0]) for a in portal.service.audit_log(50)]
-    assert ("olga", "rollout-start", "started over 4 site(s)") in audit
-    assert ("olga", "rollout-approve", "denied") in audit
-    assert audit.count(("arno", "rollout-approve", "ok")) == 3
+    assert ("olga", "rollout.start", "queued") in audit
+    assert ("olga", "rollout.approve", "denied") in audit
+    assert sum(1 for a in audit if a[:2] == ("arno", "rollout.approve")) == 3
+
+
+def test_a_rollout_needs_a_canary(client_for: Client, portal: PortalUnderTest) -> None:
+    olga = client_for("olga")
+    form = {"stacks": SITES, "canary": "tier=lab", "max_failures": "ten", "csrftoken": csrf_of(olga)}
+    refused = olga.post("/rollouts", data=form)
+    assert refused.status_code == 422
+    errors = dict(re.findall(r'data-field="([^"]+)">([^<]+)<', refused.text))
+    assert "pattern" in errors["max_failures"]
+    form["max_failures"] = "10%"
+    refused = olga.post("/rollouts", data=form)
+    errors = dict(re.findall(r'data-field="([^"]+)">([^<]+)<', refused.text))
+    assert "no chosen site matches" in errors["canary"]
+    assert portal.service.rollouts() == []
 
 
 def test_service_refuses_the_starters_approval_too(portal: PortalUnderTest) -> None:
     """Defence in depth: the service's own check, not only the portal's."""
-    from edgefm.portal.contracts import RefusedError, RolloutStrategy
+    from tests.portal.fakes import OpsStrategy
 
-    rid = portal.service.start_rollout(RolloutStrategy(stacks=SITES), "arno")
+    strategy = OpsStrategy(stacks=SITES, canary=["site-bridge-south"], approve=["*"])
+    rid = portal.service.start_rollout(strategy, "arno")
     portal.service.wait_state(rid, {"waiting-approval"})
     try:
         portal.service.approve(rid, "arno")
-    except RefusedError as exc:
+    except PermissionError as exc:
         assert "cannot approve" in str(exc)
     else:
         raise AssertionError("the starter approved their own rollout")
@@ -300,7 +314,7 @@ def test_service_refuses_the_starters_approval_too(portal: PortalUnderTest) -> N
 
 def test_pause_resume_abort(client_for: Client, portal: PortalUnderTest) -> None:
     olga = client_for("olga")
-    form = {"stacks": SITES, "approve_each_group": "", "csrftoken": csrf_of(olga)}
+    form = {"stacks": SITES, "csrftoken": csrf_of(olga)}
     portal.service.step_s = 0.2
     rollout_id = olga.post("/rollouts", data=form, follow_redirects=False).headers["location"].rsplit("/", 1)[1]
     assert olga.post(f"/rollouts/{rollout_id}/pause", data={"csrftoken": csrf_of(olga)}).status_code == 200
@@ -309,7 +323,11 @@ def test_pause_resume_abort(client_for: Client, portal: PortalUnderTest) -> None
     olga.post(f"/rollouts/{rollout_id}/abort", data={"csrftoken": csrf_of(olga)})
     assert portal.service.wait_state(rollout_id, {"aborted"}) == "aborted"
     kinds = [e.kind for e in portal.service.events(rollout_id)]
-    assert kinds.index("paused") < kinds.index("resumed") < kinds.index("run-aborted")
+    assert kinds.index("rollout.paused-requested") < kinds.index("rollout.running-requested")
+    assert kinds.index("rollout.running-requested") < kinds.index("rollout.aborted")
+    # Acting on a finished rollout is refused by the service, with its message.
+    late = olga.post(f"/rollouts/{rollout_id}/pause", data={"csrftoken": csrf_of(olga)})
+    assert late.status_code == 403 and "has ended (aborted)" in late.text
 
 
 def test_viewer_is_refused_operator_actions(client_for: Client, portal: PortalUnderTest) -> None:
@@ -323,7 +341,7 @@ def test_viewer_is_refused_operator_actions(client_for: Client, portal: PortalUn
     assert not (portal.repo / "stacks" / "Pulumi.site-bridge-east.yaml").exists()
     assert portal.service.rollouts() == []
     denied = [a for a in portal.service.audit_log(20) if a.actor == "vic" and a.result.startswith("denied")]
-    assert {a.action for a in denied} >= {"rollout-start", "preview", "onboard"}
+    assert {a.action for a in denied} >= {"rollout.start", "preview.start", "onboard"}
 
 
 def test_roles_follow_site_groups(portal: PortalUnderTest) -> None:

@@ -103,8 +103,8 @@ def test_onboard_a_site_and_see_its_preview(browser: Browser, live: tuple[Portal
     page.click("text=Validate, commit and preview")
     expect(page.locator("#onboarded")).to_contain_text("onboard/site-bridge-east")
     # The preview's events arrive live over SSE until the run ends.
-    expect(page.locator("#events li.kind-run-succeeded")).to_have_count(1, timeout=20_000)
-    expect(page.locator("#events li.kind-site-succeeded")).to_contain_text("site-bridge-east")
+    expect(page.locator('#events li[data-kind="run.succeeded"]')).to_have_count(1, timeout=20_000)
+    expect(page.locator('#events li[data-kind="site.succeeded"]')).to_contain_text("site-bridge-east")
     assert (portal.repo / "stacks" / "Pulumi.site-bridge-east.yaml").exists()
     page.goto("/sites/site-bridge-east")
     expect(page.locator("table.diff")).to_contain_text("Deployment::triton")
@@ -132,7 +132,7 @@ def test_canary_rollout_to_completion(browser: Browser, live: tuple[PortalUnderT
         arno.wait_for_url(f"{base}/rollouts/{rollout_id}")
     # Olga's page never reloaded: state and events kept arriving over the stream.
     expect(olga.locator("#state .badge")).to_have_text("succeeded", timeout=30_000)
-    expect(olga.locator("#events li.kind-run-succeeded")).to_have_count(1)
+    expect(olga.locator('#events li[data-kind="rollout.succeeded"]')).to_have_count(1)
     seqs = [int(s) for s in olga.locator("#events li").evaluate_all("els => els.map(e => e.dataset.seq)")]
     assert seqs == list(range(1, len(portal.service.events(rollout_id)) + 1))  # every event once, in order
     assert "s3cr3t" not in olga.content()

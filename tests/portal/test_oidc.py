@@ -23,7 +23,7 @@ from edgefm.portal.app import create_app
 from edgefm.portal.contracts import NoStatus
 from edgefm.portal.settings import OidcSettings, PortalSettings
 from tests.portal.conftest import FakeRegistry, make_repo
-from tests.portal.fakes import InMemoryFleetService
+from tests.portal.fakes import InMemoryFleetService, OpsStrategy
 
 USERS = [
     oidc_provider_mock.User(
@@ -53,7 +53,9 @@ def client(provider: str, tmp_path: Path) -> Iterator[tuple[TestClient, InMemory
     settings = PortalSettings(repo=repo, access_file=repo / "portal" / "access.yaml", oidc=oidc)
     service = InMemoryFleetService()
     access = Access(load_access(settings.access_file))
-    app = create_app(settings, service, NoStatus(), FakeRegistry(), access, users={})
+    app = create_app(
+        settings, service, NoStatus(), FakeRegistry(), access, users={}, strategy=OpsStrategy.model_validate
+    )
     with TestClient(app, base_url="http://127.0.0.1") as c:
         yield c, service
 
