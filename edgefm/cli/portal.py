@@ -26,18 +26,32 @@ def portal(
     database_url: Annotated[
         str | None, typer.Option("--database-url", help="The fleet service's database (journal and queue).")
     ] = None,
+    lab: Annotated[
+        bool, typer.Option("--lab/--no-lab", help="Read each site's health from its fleet-lab cluster.")
+    ] = True,
 ) -> None:
     """Serve the portal over the checkout and the fleet service."""
     if ctx.invoked_subcommand is not None:
         return
+    from edgefm.portal.fleetview import FleetView
     from edgefm.portal.server import DEFAULT_DATABASE, ServiceUnavailable, build, fleet_service, serve
     from edgefm.portal.settings import PortalSettings
+    from edgefm.portal.watch import PolledStatus, lab_probe
 
     root = repo.resolve()
     try:
         settings = PortalSettings.from_env(root, users_file=users or root / "portal" / "users.demo.yaml")
         service = fleet_service(database_url or DEFAULT_DATABASE, root)
-        app = build(settings, service)
+        status = None
+        if lab:
+            try:
+                probe = lab_probe(root)
+            except ModuleNotFoundError:
+                err.print("edgefm portal: the fleet lab (edgefm.ops.lab) is not in this checkout; health shows unknown")
+            else:
+                view = FleetView(root)
+                status = PolledStatus(lambda: sorted(view.sites()), probe).start()
+        app = build(settings, service, status)
     except ConfigError as exc:
         for problem in exc.problems:
             err.print(str(problem), markup=False)
