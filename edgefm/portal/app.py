@@ -34,6 +34,7 @@ from starlette.types import ASGIApp
 from edgefm.model.config import GPU_MODELS
 from edgefm.model.placement import flatten
 from edgefm.model.problems import ConfigError, from_validation_error
+from edgefm.model.stacks import site_stack
 from edgefm.portal import changes as change_mod
 from edgefm.portal import onboarding
 from edgefm.portal.access import RANK, Access, LocalUser, Principal, Role, verify_password
@@ -423,7 +424,7 @@ def create_app(
         spec, checked = onboarding.validate_site(form, policy, portal.fleet.stacks_dir)
         if spec is None:
             return render(request, "onboard.html", onboard_ctx(form, checked.errors), status_code=422)
-        stack = f"site-{spec.name}"
+        stack = site_stack(spec.name)
         if not portal.access.can(who, "operator", spec.labels):
             audit(who, "onboard", stack, "denied: not operator on a site group with these labels")
             raise Denied(f"{who.username} is not operator on a site group matching these labels")

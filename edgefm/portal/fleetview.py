@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,7 @@ from pydantic import ValidationError
 from edgefm.model.config import SiteSpec
 from edgefm.model.placement import PLACEMENT_FILE, PlacementPolicy, ResolvedSite, load_policy, resolve
 from edgefm.model.problems import ConfigError, from_validation_error
-from edgefm.model.stacks import NAMESPACE, SITE_PREFIX, parse_site, read_stack_file, stack_name_of
-
-_SITE_FILE_PREFIX = f"Pulumi.{SITE_PREFIX}"
+from edgefm.model.stacks import NAMESPACE, SITE_FILE_GLOB, STACKS_DIR, parse_site, read_stack_file, stack_name_of
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,7 @@ class FleetView:
 
     def __init__(self, repo: Path) -> None:
         self.repo = repo.resolve()
-        self.stacks_dir = self.repo / "stacks"
+        self.stacks_dir = self.repo / STACKS_DIR
         self.placement_path = self.repo / PLACEMENT_FILE
         self._lock = threading.Lock()
         self._policy_key: tuple[int, int] | None = None
@@ -145,7 +144,7 @@ class FleetView:
                 # scandir and plain strings: at thousands of files pathlib's overhead is most of the cost.
                 with os.scandir(self.stacks_dir) as listing:
                     for item in listing:
-                        if item.name.startswith(_SITE_FILE_PREFIX) and item.name.endswith(".yaml"):
+                        if fnmatchcase(item.name, SITE_FILE_GLOB):
                             try:
                                 st = item.stat()
                             except FileNotFoundError:

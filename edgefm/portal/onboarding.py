@@ -24,8 +24,8 @@ from pydantic import ValidationError
 
 from edgefm.model.config import SiteSpec
 from edgefm.model.placement import PlacementPolicy, resolve
-from edgefm.model.problems import ConfigError, Problem, from_validation_error
-from edgefm.model.stacks import NAMESPACE, SITE_PREFIX, stack_file
+from edgefm.model.problems import ConfigError, from_validation_error
+from edgefm.model.stacks import NAMESPACE, STACKS_DIR, site_stack, stack_file
 
 NODE_ROWS = 3
 MAX_NODE_ROWS = 9
@@ -106,7 +106,7 @@ def validate_site(
     result = OnboardResult()
     doc = site_document(form, list(policy.labels))
     name = str(doc.get("name", ""))
-    stack = f"{SITE_PREFIX}{name}"
+    stack = site_stack(name)
     try:
         spec = SiteSpec.model_validate(doc)
     except ValidationError as exc:
@@ -181,7 +181,7 @@ def onboard(
     form: Mapping[str, str], policy: PlacementPolicy, repo: Path, actor: str, now: datetime | None = None
 ) -> OnboardResult:
     """Validates, commits on `onboard/<stack>`, then writes the stack file into the checkout."""
-    stacks_dir = repo / "stacks"
+    stacks_dir = repo / STACKS_DIR
     spec, result = validate_site(form, policy, stacks_dir)
     if spec is None or result.stack is None:
         return result
@@ -191,7 +191,7 @@ def onboard(
     branch = f"onboard/{stack}"
     try:
         commit = commit_on_branch(
-            repo, branch, f"stacks/{target.name}", text, f"Onboard {stack} (from the portal, by {actor})", actor
+            repo, branch, f"{STACKS_DIR}/{target.name}", text, f"Onboard {stack} (from the portal, by {actor})", actor
         )
     except GitError as exc:
         result.add("_form", str(exc))
@@ -202,7 +202,3 @@ def onboard(
     tmp.replace(target)
     result.branch, result.commit = branch, commit
     return result
-
-
-def problems_text(result: OnboardResult) -> list[Problem]:
-    return [Problem(result.stack or "", k, m) for k, ms in result.errors.items() for m in ms]
