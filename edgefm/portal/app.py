@@ -278,7 +278,7 @@ def create_app(
             ctx = {"next": target, "error": "wrong username or password", "local": bool(portal.users)}
             return render(request, "login.html", ctx, status_code=401)
         sign_in(request, Principal(user.username, tuple(user.groups), "local", user.display_name))
-        return RedirectResponse(target if target.startswith("/") and not target.startswith("//") else "/", 303)
+        return RedirectResponse(_local_path(target), 303)
 
     @app.get("/login/oidc")
     async def login_oidc(request: Request) -> Response:
@@ -519,6 +519,12 @@ def create_app(
     @app.get("/runs/{run_id}/stream")
     async def run_stream(request: Request, run_id: str, after: int = 0) -> Response:
         who = principal(request)
+        rollout = await thread(portal.service.rollout, run_id)
+        if rollout is not None:
+            sites = portal.fleet.sites()
+            labels = [sites[s].labels if s in sites else {} for s in rollout_stacks(rollout)]
+            if not portal.access.can_all(who, "viewer", labels):
+                raise Denied(f"{who.username} is not viewer on every site of rollout {run_id}")
         header = request.headers.get("last-event-id", "")
         start = max(after, int(header) if header.isdigit() else 0)
         poll = settings.stream_poll_s
@@ -711,6 +717,13 @@ async def _csrf_failed(scope: Any, send: Any, reason: Any) -> None:
         {"type": "http.response.start", "status": 403, "headers": [(b"content-type", b"text/plain; charset=utf-8")]}
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def _local_path(target: str) -> str:
+    """Where to go after sign-in: a path on this portal only (never `//host` or `/\\host`, which browsers follow)."""
+    if target.startswith("/") and not target.startswith(("//", "/\\")) and "\\" not in target:
+        return target
+    return "/"
 
 
 def _state_badge(state: str) -> str:

@@ -6,6 +6,7 @@ import re
 import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import yaml
 from fastapi.testclient import TestClient
@@ -366,3 +367,42 @@ def test_audit_log_and_registry(client_for: Client) -> None:
     assert "canary → 1.1.0" in registry
     version = registry.split('data-version="1.1.0"')[1].split("</tr>")[0]
     assert "site-bridge-south" in version
+
+
+def test_sign_in_returns_only_to_a_path_on_the_portal(portal: PortalUnderTest) -> None:
+    for target, expected in (
+        ("/rollouts", "/rollouts"),
+        ("//evil.example/x", "/"),
+        ("/\\evil.example", "/"),
+        ("https://evil.example/", "/"),
+    ):
+        with TestClient(portal.app, base_url="http://127.0.0.1") as client:
+            data = {"username": "vic", "password": "demo-vic", "next": target, "csrftoken": csrf_of(client)}
+            response = client.post("/login", data=data, follow_redirects=False)
+            assert response.headers["location"] == expected, target
+
+
+def test_a_rollout_stream_needs_viewer_on_its_sites(repo: Path) -> None:
+    from tests.portal.conftest import build_portal, sign_in
+    from tests.portal.fakes import OpsStrategy
+
+    access = repo / "portal" / "access.yaml"
+    access.write_text(
+        access.read_text().replace(
+            "{group: edgefm-viewers, role: viewer, siteGroup: all}",
+            "{group: edgefm-viewers, role: viewer, siteGroup: canary}",
+        )
+    )
+    portal = build_portal(repo)
+    rid = portal.service.start_rollout(OpsStrategy(stacks=SITES, canary=["site-bridge-south"]), "olga")
+    portal.service.wait_state(rid, {"succeeded"})
+    with TestClient(portal.app, base_url="http://127.0.0.1") as vic:
+        sign_in(vic, "vic")
+        assert rows(vic.get("/").text) == ["site-bridge-south"]
+        assert vic.get(f"/runs/{rid}/stream").status_code == 403
+        assert vic.get(f"/rollouts/{rid}").status_code == 403
+        # Events of a run are shown only for the sites one may view.
+        preview = portal.service.start_preview(["site-bridge-north", "site-bridge-south"], "olga")
+        _wait_events(portal, preview, "run.succeeded")
+        page = vic.get(f"/runs/{preview}").text
+        assert "site-bridge-south" in page and "site-bridge-north" not in page
