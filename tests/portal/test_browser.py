@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -188,3 +189,64 @@ def test_change_preview_registry_and_audit_pages(
     page.click("nav >> text=Audit")
     expect(page.locator("table.audit")).to_contain_text("change-preview")
     page.screenshot(path=str(shots / "audit.png"), full_page=True)
+
+
+def test_a_reconnecting_page_resumes_where_it_was(browser: Browser, tmp_path: Path) -> None:
+    """The portal restarts mid-rollout; the page's event stream reconnects with Last-Event-ID and shows every
+    journal event exactly once."""
+    portal = build_portal(make_repo(tmp_path / "fleet"), step_s=0.4)
+    resumed_from: list[str] = []
+
+    async def record(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/stream"):
+            headers = dict(scope["headers"])
+            resumed_from.append(headers.get(b"last-event-id", b"").decode())
+        await portal.app(scope, receive, send)
+
+    port = _free_port()
+    server = _serve(record, port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        page = signed_in(browser, base, "olga")
+        page.goto("/rollouts")
+        page.uncheck("input[name=approve_each_group]")
+        page.click("text=Start rollout")
+        page.wait_for_url(f"{base}/rollouts/rollout-*")
+        rollout_id = page.url.rsplit("/", 1)[1]
+        expect(page.locator("#events li")).to_have_count(4, timeout=20_000)
+        _stop(server)  # the connection drops while the rollout goes on
+        time.sleep(1.5)
+        server = _serve(record, port)
+        expect(page.locator("#state .badge")).to_have_text("succeeded", timeout=40_000)
+        seqs = [int(s) for s in page.locator("#events li").evaluate_all("els => els.map(e => e.dataset.seq)")]
+        assert seqs == list(range(1, len(portal.service.events(rollout_id)) + 1))
+        assert any(v.isdigit() and int(v) >= 4 for v in resumed_from), resumed_from
+    finally:
+        _stop(server)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _serve(app: Any, port: int) -> tuple[uvicorn.Server, threading.Thread]:
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    config.timeout_graceful_shutdown = 1
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the portal did not start")
+        time.sleep(0.05)
+    return server, thread
+
+
+def _stop(running: tuple[uvicorn.Server, threading.Thread]) -> None:
+    server, thread = running
+    server.should_exit = True
+    thread.join(15)
