@@ -10,6 +10,7 @@ import typer
 
 from edgefm.cli.console import err, out
 from edgefm.model.problems import ConfigError
+from edgefm.portal.contracts import SiteStatus
 
 portal_app = typer.Typer(add_completion=False, help=__doc__, invoke_without_command=True)
 
@@ -23,8 +24,13 @@ def portal(
     users: Annotated[
         Path | None, typer.Option("--users", help="Local users file (argon2 hashes); default: portal/users.demo.yaml.")
     ] = None,
-    database_url: Annotated[
-        str | None, typer.Option("--database-url", help="The fleet service's database (journal and queue).")
+    database: Annotated[
+        str | None,
+        typer.Option(
+            "--database",
+            help="The fleet service's database (journal and queue); default $EDGEFM_DATABASE_URL, else the "
+            "embedded PostgreSQL.",
+        ),
     ] = None,
     lab: Annotated[
         bool, typer.Option("--lab/--no-lab", help="Read each site's health from its fleet-lab cluster.")
@@ -34,23 +40,23 @@ def portal(
     if ctx.invoked_subcommand is not None:
         return
     from edgefm.portal.fleetview import FleetView
-    from edgefm.portal.server import DEFAULT_DATABASE, ServiceUnavailable, build, fleet_service, serve
+    from edgefm.portal.server import ServiceUnavailable, build, fleet_service, serve
     from edgefm.portal.settings import PortalSettings
-    from edgefm.portal.watch import PolledStatus, lab_probe
+    from edgefm.portal.watch import PolledStatus, Probe, journal_drift, lab_probe, with_drift
 
     root = repo.resolve()
     try:
         settings = PortalSettings.from_env(root, users_file=users or root / "portal" / "users.demo.yaml")
-        service = fleet_service(database_url or DEFAULT_DATABASE, root)
-        status = None
+        service = fleet_service(database, root)
+        probe: Probe = _unknown_health
         if lab:
             try:
                 probe = lab_probe(root)
             except ModuleNotFoundError:
                 err.print("edgefm portal: the fleet lab (edgefm.ops.lab) is not in this checkout; health shows unknown")
-            else:
-                view = FleetView(root)
-                status = PolledStatus(lambda: sorted(view.sites()), probe).start()
+        # Health from each site's cluster and drift from the journal's latest drift check, off the request path.
+        view = FleetView(root)
+        status = PolledStatus(lambda: sorted(view.sites()), with_drift(probe, journal_drift(service))).start()
         app = build(settings, service, status)
     except ConfigError as exc:
         for problem in exc.problems:
@@ -63,6 +69,11 @@ def portal(
         err.print("edgefm portal: listening beyond loopback without EDGEFM_PORTAL_SECURE_COOKIES=1 (TLS in front)")
     out.print(f"edgefm portal on http://{host}:{port}/ over {root}")
     serve(app, host, port)
+
+
+def _unknown_health(stack: str) -> SiteStatus:
+    """Without a cluster to ask, a site's health is unknown (and the pages say so)."""
+    return SiteStatus()
 
 
 @portal_app.command("hash-password")

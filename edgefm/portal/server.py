@@ -17,8 +17,8 @@ from edgefm.portal.registry_view import BucketRegistry, NoRegistry, RegistrySour
 from edgefm.portal.settings import PortalSettings
 from edgefm.registry import BucketSettings, RegistryError
 
-DEFAULT_DATABASE = "sqlite:///.state/fleet.db"
 SERVICE_MODULE = "edgefm.ops.service"
+DATABASE_MODULE = "edgefm.ops.database"
 
 
 class ServiceUnavailable(RuntimeError):
@@ -44,18 +44,20 @@ def strategy_factory() -> StrategyFactory:
     return cast(StrategyFactory, module.RolloutStrategy.model_validate)
 
 
-def fleet_service(database_url: str, repo: Path) -> FleetServiceAPI:
-    """The fleet operations service (queue, workers, journal) for this checkout."""
+def fleet_service(database: str | None, repo: Path) -> FleetServiceAPI:
+    """The fleet operations service (queue, workers, journal) for this checkout, on `database`, else
+    $EDGEFM_DATABASE_URL, else the embedded PostgreSQL (the fleet service's own rule)."""
     try:
         module = importlib.import_module(SERVICE_MODULE)
+        databases = importlib.import_module(DATABASE_MODULE)
     except ModuleNotFoundError as exc:
-        if exc.name != SERVICE_MODULE:
+        if exc.name not in (SERVICE_MODULE, DATABASE_MODULE):
             raise
         raise ServiceUnavailable(
             f"the fleet operations service ({SERVICE_MODULE}) is not in this checkout: the portal starts no "
             "long operation itself and needs its queue and journal"
         ) from None
-    return cast(FleetServiceAPI, module.FleetService(database_url, repo))
+    return cast(FleetServiceAPI, module.FleetService(databases.database_url(database), repo))
 
 
 def registry_source() -> RegistrySource:
