@@ -8,6 +8,7 @@ browser from the journal by sequence number, so a reconnecting browser resumes w
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import threading
 import time
@@ -60,6 +61,10 @@ from edgefm.portal.registry_view import RegistrySource
 from edgefm.portal.selector import SelectorError, parse_selector
 from edgefm.portal.settings import PortalSettings
 from edgefm.registry import RegistryError
+
+# authlib's deprecation module installs an "always" filter for its own notices when first imported: load it
+# first, so that the filter below takes precedence.
+importlib.import_module("authlib.deprecate")
 
 with warnings.catch_warnings():
     # authlib announces a move of its httpx integration; the Starlette client API used here is unchanged.
