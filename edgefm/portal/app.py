@@ -538,24 +538,30 @@ def create_app(
             seq = start
             state: tuple[object, ...] | None = None
             token = csrf(request)
+            seen_end, grace = False, 0
             while True:
+                # The state first, then the events: every event written before a final state is sent before
+                # the stream closes.
+                rollout = await thread(portal.service.rollout, run_id)
                 raw = await thread(portal.service.events, run_id, seq)
                 for e in raw:
                     seq = max(seq, e.seq)
+                    seen_end = seen_end or e.kind in TERMINAL_KINDS
                 for view in visible_events(who, raw):
                     html = templates.get_template("_event.html").render(e=view)
                     yield ServerSentEvent(data=html, event="journal", id=str(view["seq"]))
-                rollout = await thread(portal.service.rollout, run_id)
-                finished = any(e.kind in TERMINAL_KINDS for e in raw)
+                finished = seen_end
                 if rollout is not None:
                     # The status block is sent again whenever the rollout's or a group's state moves.
-                    signature = (rollout.state, tuple(g.state for g in rollout.groups), len(rollout.failures))
+                    signature = (rollout.state, tuple(g.state for g in rollout.groups), rollout.message)
                     if signature != state:
                         state = signature
                         ctx = rollout_status(who, rollout, token)
                         html = templates.get_template("_rollout_status.html").render(ctx)
                         yield ServerSentEvent(data=html, event="status")
-                    finished = rollout.state in TERMINAL_STATES
+                    # A final state whose closing event is not journaled yet gets a few more polls.
+                    finished = rollout.state in TERMINAL_STATES and (seen_end or grace >= 4)
+                    grace += rollout.state in TERMINAL_STATES
                 if finished:
                     yield ServerSentEvent(data="end", event="close")
                     return
