@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools tools-status minio lint typecheck unit test demo bench clean
+.PHONY: install tools tools-status minio portal-assets chromium lint typecheck unit test demo portal portal-screenshots bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,6 +29,27 @@ tools-status: install
 minio: install
 	$(BIN)/python -m tools.minio.server build
 
+# The portal's browser libraries (htmx and its SSE extension), pinned by tools/portal-assets/package-lock.json,
+# installed from the npm registry and served by the portal itself: no CDN.
+PORTAL_ASSETS := tools/portal-assets
+PORTAL_VENDOR := edgefm/portal/static/vendor
+$(PORTAL_VENDOR)/.installed: $(PORTAL_ASSETS)/package.json $(PORTAL_ASSETS)/package-lock.json
+	npm ci --prefix $(PORTAL_ASSETS) --cache $(HOME)/.cache/edgefm/npm --no-audit --no-fund --loglevel=error
+	mkdir -p $(PORTAL_VENDOR)
+	for spec in htmx.org:dist/htmx.min.js:htmx.min.js htmx-ext-sse:dist/sse.min.js:sse.min.js; do \
+	  IFS=: read -r pkg src dst <<< "$$spec"; dir=$(PORTAL_ASSETS)/node_modules/$$pkg; \
+	  version=$$(node -p "require('./$$dir/package.json').version"); \
+	  { echo "/*! $$pkg $$version (npm), 0BSD: see $$pkg.LICENSE */"; cat $$dir/$$src; } > $(PORTAL_VENDOR)/$$dst; \
+	  cp $$dir/LICENSE $(PORTAL_VENDOR)/$$pkg.LICENSE; \
+	done
+	@touch $@
+
+portal-assets: $(PORTAL_VENDOR)/.installed
+
+# Debian's chromium for the portal's browser tests (Playwright drives it by path; it never downloads one).
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -39,7 +60,7 @@ typecheck: install
 	# Separately: the pack's __main__.py would clash with the program's.
 	$(BIN)/mypy policies/guardrails/__main__.py policies/guardrails/edgefm_guardrails
 
-unit: install minio tools
+unit: install minio tools portal-assets chromium
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck unit
@@ -52,6 +73,14 @@ demo: install tools
 	$(BIN)/python -m edgefm explain site-bridge-north
 	$(BIN)/python -m edgefm fleet up --render-root out
 	$(BIN)/python -m edgefm fleet preview --render-root out
+
+# The portal on 127.0.0.1:8080 over this checkout (see docs/portal.md for sign-in and the fleet service).
+portal: install portal-assets
+	$(BIN)/python -m edgefm portal
+
+# The README's portal screenshots (docs/portal/*.png), taken by the browser tests.
+portal-screenshots: install portal-assets chromium
+	EDGEFM_PORTAL_SCREENSHOTS=docs/portal $(BIN)/python -m pytest -q tests/portal/test_browser.py
 
 # `models publish` vs single-stream boto3 for a 1 GB model, side by side against a local MinIO.
 bench: install minio

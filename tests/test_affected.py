@@ -113,6 +113,8 @@ def test_docs_tests_and_ci_changes_affect_nothing(repo: Repo) -> None:
     repo.write("docs/runbook.md", "new\n")
     repo.write("images/edgefm-tools/Dockerfile", "FROM scratch\n")
     repo.write("bench/publish_throughput.py", "# bench\n")
+    repo.write("edgefm/portal/app.py", "# portal\n")
+    repo.write("portal/access.yaml", "# roles\n")
     repo.commit("docs")
     assert repo.affected(base) == []
 

@@ -50,6 +50,10 @@ NO_STACK: Final = (
     # rebuilt image reaches a stack only through a placement change.
     "images/*",
     "bench/*",
+    # The portal (its code, access policy, demo users and browser libraries): no program imports it.
+    "edgefm/portal/*",
+    "portal/*",
+    "tools/portal-assets/*",
     "LICENSE*",
     ".gitignore",
     ".gitattributes",

@@ -1,1 +1,1 @@
-"""The edgefm portal: the fleet in a browser, over the fleet library and the Automation API."""
+"""The edgefm portal: the fleet in a browser, over the fleet service and the checkout."""
