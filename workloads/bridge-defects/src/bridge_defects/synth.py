@@ -17,6 +17,7 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,7 +25,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from bridge_defects.classes import CLASSES
 
-Array = NDArray[np.float32]
+Array = NDArray[Any]
 Rng = np.random.Generator
 
 
@@ -73,7 +74,8 @@ def _blob_mask(rng: Rng, size: int, cx: float, cy: float, radius: float, wobble:
         rim += radius * wobble / k * np.sin(k * angle + rng.uniform(0, 2 * math.pi))
     rim *= 1 + 0.12 * (_noise(rng, size, 12) - 0.5)
     dist = np.hypot(xx - cx, yy - cy)
-    return np.clip((rim - dist) / (0.04 * radius + 1), 0, 1).astype(np.float32)
+    mask: Array = np.clip((rim - dist) / (0.04 * radius + 1), 0, 1).astype(np.float32)
+    return mask
 
 
 def _walk(rng: Rng, start: tuple[float, float], heading: float, steps: int, step: float) -> list[tuple[float, float]]:
@@ -156,8 +158,8 @@ def _exposed_bars(rng: Rng, img: Array) -> Array:
     ribs = 0.75 + 0.25 * np.sign(np.sin(along * math.pi))
     rust = np.array([0.42, 0.24, 0.12], np.float32) * rng.uniform(0.8, 1.2)
     steel = rust[None, None, :] * ribs[..., None] * (0.85 + 0.3 * _noise(rng, size, 30)[..., None])
-    out = out * (1 - bar[..., None]) + steel * bar[..., None]
-    return out.astype(np.float32)
+    done: Array = (out * (1 - bar[..., None]) + steel * bar[..., None]).astype(np.float32)
+    return done
 
 
 def _streaks(rng: Rng, size: int, count: int, width: tuple[float, float], length: tuple[float, float]) -> Array:
@@ -179,7 +181,8 @@ def _streaks(rng: Rng, size: int, count: int, width: tuple[float, float], length
 def _efflorescence(rng: Rng, img: Array) -> Array:
     size = img.shape[0]
     streak = _streaks(rng, size, int(rng.integers(2, 6)), (0.03, 0.09), (0.25, 0.6))
-    patch = _blob_mask(rng, size, *(float(v) for v in rng.uniform(0.25, 0.75, 2) * size), rng.uniform(0.08, 0.18) * size)
+    cx, cy = (float(v) for v in rng.uniform(0.25, 0.75, 2) * size)
+    patch = _blob_mask(rng, size, cx, cy, rng.uniform(0.08, 0.18) * size)
     chalk = np.clip(np.maximum(streak, patch * 0.9) * (0.6 + 0.6 * _noise(rng, size, 40)), 0, 1)
     return _paint(img, chalk, (0.95, 0.95, 0.93), rng.uniform(0.7, 0.9))
 
@@ -256,8 +259,8 @@ def _camera(rng: Rng, img: Array, size: int) -> Image.Image:
     if blur > 0.2:
         pil = pil.filter(ImageFilter.GaussianBlur(blur))
     arr = np.asarray(pil, np.float32)
-    arr = arr + rng.normal(0, rng.uniform(1, 5), arr.shape)
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+    noisy = arr + rng.normal(0, rng.uniform(1, 5), arr.shape)
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
 
 
 def frame_rng(seed: int, label: str, index: int) -> Rng:

@@ -30,13 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
 from bridge_defects import model as vit
 from bridge_defects.classes import parse_classes
 from bridge_defects.finetune import TrainConfig, evaluate, export_onnx, fine_tune, format_evaluation, stderr_log
+from bridge_defects.frames import load_frames
 from bridge_defects.storage import Bucket, StorageError, bucket
 from bridge_defects.triton_repo import ServingSpec, publish_version
 
@@ -82,22 +81,6 @@ def held_out(key: str, fraction: float) -> bool:
     """Whether a frame is in the held-out split: decided by its key alone, so every run agrees."""
     h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
     return h / 2**64 < fraction
-
-
-def load_frame(path: Path, size: int) -> np.ndarray[Any, np.dtype[np.uint8]]:
-    with Image.open(path) as img:
-        rgb = img.convert("RGB")
-        if rgb.size != (size, size):
-            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).copy()
-
-
-def load_frames(paths: list[Path], size: int, threads: int = 8) -> torch.Tensor:
-    if not paths:
-        return torch.zeros(0, 3, size, size, dtype=torch.uint8)
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        arrays = list(pool.map(lambda p: load_frame(p, size), paths))
-    return torch.from_numpy(np.stack(arrays))
 
 
 def list_dataset(datasets: Bucket, prefix: str, classes: tuple[str, ...]) -> dict[str, list[str]]:
@@ -171,9 +154,10 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     spec = ServingSpec(args.model_name, classes, args.image_size, args.max_batch_size)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else args.device)
-    if args.device == "auto" and device.type == "auto":
-        device = torch.device("cpu")
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
     datasets, models, ckpt_bucket = bucket("DATASETS"), bucket("MODELS"), bucket("CHECKPOINTS")
 
     done_key = f"{args.checkpoint_prefix}done.json"
@@ -182,8 +166,9 @@ def run(args: argparse.Namespace) -> int:
         log(f"this run already published version {json.loads(done)['version']}; nothing to do")
         return 0
 
-    scratch_root = Path(os.environ.get("EDGEFM_SCRATCH", "/scratch"))
-    scratch_root = scratch_root if scratch_root.is_dir() and os.access(scratch_root, os.W_OK) else None
+    # The pod's scratch volume when mounted, else the system temporary directory.
+    scratch = Path(os.environ.get("EDGEFM_SCRATCH", "/scratch"))
+    scratch_root = scratch if scratch.is_dir() and os.access(scratch, os.W_OK) else None
     with tempfile.TemporaryDirectory(prefix="finetune-", dir=scratch_root) as tmp:
         work = Path(tmp)
         started = time.perf_counter()

@@ -24,9 +24,10 @@ import json
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from bridge_defects.storage import Bucket
+if TYPE_CHECKING:  # boto3 is not needed to lay out a repository (benchmarks import this module without it)
+    from bridge_defects.storage import Bucket
 
 INPUT_NAME = "pixel_values"
 OUTPUT_NAME = "logits"

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-
 STUB_SITE = "triton-stub"  # from requirements-target-triton-stub.lock
 
 
