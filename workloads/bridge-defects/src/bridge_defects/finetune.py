@@ -9,8 +9,8 @@ epoch does not wait on storage.
 
 from __future__ import annotations
 
-import io
 import math
+import pickle
 import sys
 import time
 from collections.abc import Callable
@@ -131,7 +131,7 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
     if isinstance(obj, torch.Tensor):
         return fn(obj)
     if isinstance(obj, dict):
@@ -141,8 +141,99 @@ def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     return obj
 
 
-def _snapshot(obj: Any) -> Any:
-    return _map_tensors(obj, lambda t: t.detach().clone())
+@dataclass(frozen=True)
+class _Ref:
+    index: int
+
+
+CHECKPOINT_MAGIC = b"EDGEFM-CKPT-1\n"
+
+
+@dataclass
+class Packed:
+    """A checkpoint as a small picklable skeleton plus one flat byte buffer per device.
+
+    Made in the training thread with one concatenation per device (a few kernels, in stream order, no copy to the
+    host); turned into bytes in the background, where the only large operations (one copy to pinned host memory,
+    one join) release the GIL, unlike ``torch.save``'s zip writer, whose per-record CRC holds it while the
+    launch-bound training thread waits."""
+
+    skeleton: Any
+    entries: list[tuple[str, int, int, str, tuple[int, ...]]]  # (buffer, offset, bytes, dtype, shape)
+    buffers: dict[str, torch.Tensor]
+
+    def to_bytes(self) -> bytes:
+        host: dict[str, torch.Tensor] = {}
+        for where, flat in self.buffers.items():
+            if flat.is_cuda:
+                # A side stream, so the copy overlaps the next epoch's kernels instead of queueing among them.
+                side = torch.cuda.Stream(device=flat.device)  # type: ignore[no-untyped-call]
+                side.wait_stream(torch.cuda.default_stream(flat.device))
+                with torch.cuda.stream(side):
+                    pinned = torch.empty(flat.numel(), dtype=torch.uint8, pin_memory=True)
+                    pinned.copy_(flat, non_blocking=True)
+                side.synchronize()
+                host[where] = pinned
+            else:
+                host[where] = flat
+        header = pickle.dumps(
+            {"skeleton": self.skeleton, "entries": self.entries, "sizes": {k: v.numel() for k, v in host.items()}}
+        )
+        parts: list[bytes | memoryview] = [CHECKPOINT_MAGIC, len(header).to_bytes(8, "little"), header]
+        parts += [memoryview(host[k].numpy().data) for k in sorted(host)]
+        return b"".join(parts)
+
+
+def pack(state: Any) -> Packed:
+    tensors: dict[str, list[torch.Tensor]] = {}
+    entries: list[tuple[str, int, int, str, tuple[int, ...]]] = []
+    offsets: dict[str, int] = {}
+
+    def ref(t: torch.Tensor) -> _Ref:
+        where = "cuda" if t.is_cuda else "cpu"
+        raw = t.detach().contiguous().reshape(-1).view(torch.uint8)
+        tensors.setdefault(where, []).append(raw)
+        offset = offsets.get(where, 0)
+        entries.append((where, offset, raw.numel(), str(t.dtype).removeprefix("torch."), tuple(t.shape)))
+        offsets[where] = offset + raw.numel()
+        return _Ref(len(entries) - 1)  # the skeleton keeps the entry's index in the tensor's place
+
+    skeleton = _map_tensors(state, ref)
+    buffers = {where: torch.cat(parts) for where, parts in tensors.items()}
+    return Packed(skeleton, entries, buffers)
+
+
+def unpack(blob: bytes) -> Any:
+    if not blob.startswith(CHECKPOINT_MAGIC):
+        raise ValueError("not an edgefm checkpoint (unknown format)")
+    at = len(CHECKPOINT_MAGIC)
+    size = int.from_bytes(blob[at : at + 8], "little")
+    header = pickle.loads(blob[at + 8 : at + 8 + size])
+    at += 8 + size
+    starts: dict[str, int] = {}
+    for where in sorted(header["sizes"]):
+        starts[where] = at
+        at += header["sizes"][where]
+    if at != len(blob):
+        raise ValueError(f"checkpoint is {len(blob)} bytes, its header describes {at}: truncated or altered")
+    view = memoryview(bytearray(blob))  # writable, as torch.frombuffer wants
+    tensors = []
+    for where, offset, nbytes, dtype, shape in header["entries"]:
+        start = starts[where] + offset
+        # Cloned first: a fresh allocation is aligned for any dtype, a slice of the blob may not be.
+        raw = torch.frombuffer(view[start : start + nbytes], dtype=torch.uint8).clone() if nbytes else torch.zeros(0)
+        tensors.append(raw.to(torch.uint8).view(getattr(torch, dtype)).reshape(shape))
+
+    def resolve(obj: Any) -> Any:
+        if isinstance(obj, _Ref):
+            return tensors[obj.index]
+        if isinstance(obj, dict):
+            return {k: resolve(v) for k, v in obj.items()}
+        if isinstance(obj, list | tuple):
+            return type(obj)(resolve(v) for v in obj)
+        return obj
+
+    return resolve(header["skeleton"])
 
 
 def fine_tune(
@@ -171,7 +262,7 @@ def fine_tune(
     fp = {**fingerprint, "config": asdict(cfg)}
     if checkpoints is not None and (found := checkpoints.latest()) is not None:
         epoch, blob = found
-        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
+        state = unpack(blob)
         if state.get("fingerprint") != fp:
             raise ValueError(
                 f"checkpoint of epoch {epoch} belongs to another run (different settings, classes or data); "
@@ -231,18 +322,20 @@ def fine_tune(
             if checkpoints is not None and epoch < cfg.epochs:
                 # A device-side snapshot (fast, in stream order); the copy to the host and the upload happen in
                 # the background while the next epoch trains.
-                state = {
-                    "epoch": epoch,
-                    "fingerprint": fp,
-                    "model": _snapshot(model.state_dict()),
-                    "optimizer": _snapshot(optimizer.state_dict()),
-                    "generator": generator.get_state(),
-                }
+                packed = pack(
+                    {
+                        "epoch": epoch,
+                        "fingerprint": fp,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "generator": generator.get_state(),
+                    }
+                )
                 waited = time.perf_counter()
                 if pending is not None:
                     pending.result()  # at most one checkpoint in flight
                 stats.checkpoint_wait_seconds += time.perf_counter() - waited
-                pending = saver.submit(_save, checkpoints, epoch, state)
+                pending = saver.submit(_save, checkpoints, epoch, packed)
         waited = time.perf_counter()
         if pending is not None:
             pending.result()
@@ -252,16 +345,8 @@ def fine_tune(
     return stats
 
 
-def _save(checkpoints: Checkpoints, epoch: int, state: dict[str, Any]) -> None:
-    if torch.cuda.is_available():
-        # On a side stream, so the copy to the host overlaps the next epoch's kernels instead of queueing among them.
-        side = torch.cuda.Stream()  # type: ignore[no-untyped-call]
-        side.wait_stream(torch.cuda.default_stream())
-        with torch.cuda.stream(side):
-            state = _map_tensors(state, lambda t: t.to("cpu") if t.is_cuda else t)
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    checkpoints.save(epoch, buf.getvalue())
+def _save(checkpoints: Checkpoints, epoch: int, packed: Packed) -> None:
+    checkpoints.save(epoch, packed.to_bytes())
 
 
 @torch.no_grad()
