@@ -108,18 +108,25 @@ def run_triton(
     log_dir: Path | None = None,
     timeout: float = 60.0,
     extra_args: tuple[str, ...] = (),
+    root: Path | None = None,
+    stub_path: list[str] | None = None,
 ) -> Iterator[Triton]:
-    """Serve ``repository`` (a directory or ``s3://http://host:port/bucket/prefix``) in poll mode."""
-    root = server_root()
+    """Serve ``repository`` (a directory or ``s3://http://host:port/bucket/prefix``) in poll mode.
+
+    ``root`` and ``stub_path`` override where the server comes from and what the Python-backend stub imports
+    from (a GPU machine with the server's files unpacked, and models that exchange tensors by DLPack only)."""
+    root = root or server_root()
     with tempfile.TemporaryDirectory(prefix="triton-") as tmp:
         backends = backend_dir(root, Path(tmp) / "backends")
         http, grpc, metrics = free_port(), free_port(), free_port()
-        # numpy 1 first: the stub's C++ side was built against numpy 1's array layout (numpy 2 arrays come back
-        # with the wrong size), then the environment's own packages (onnxruntime works with either numpy).
-        stub_site = Path(sys.prefix) / STUB_SITE
-        if not stub_site.is_dir():
-            raise TritonError(f"{stub_site} is missing: the environment was not built by tools/workload_venv.py")
-        site_packages = os.pathsep.join((str(stub_site), sysconfig.get_paths()["purelib"]))
+        if stub_path is None:
+            # numpy 1 first: the stub's C++ side was built against numpy 1's array layout (numpy 2 arrays come
+            # back with the wrong size), then the environment's own packages (onnxruntime works with either).
+            stub_site = Path(sys.prefix) / STUB_SITE
+            if not stub_site.is_dir():
+                raise TritonError(f"{stub_site} is missing: the environment was not built by tools/workload_venv.py")
+            stub_path = [str(stub_site), sysconfig.get_paths()["purelib"]]
+        site_packages = os.pathsep.join(stub_path)
         libdir = sysconfig.get_config_var("LIBDIR") or ""
         run_env = {
             **os.environ,
