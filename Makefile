@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools tools-status minio portal-assets chromium lint typecheck unit test demo portal portal-screenshots bench clean
+.PHONY: install tools tools-status minio portal-assets chromium lint typecheck unit test demo portal portal-screenshots bench clean workload-env workload-test workload-bench
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -63,7 +63,22 @@ typecheck: install
 unit: install minio tools portal-assets chromium
 	$(BIN)/python -m pytest -q
 
-test: lint typecheck unit
+test: lint typecheck unit workload-test
+
+# The bridge-defects workload (workloads/bridge-defects) has its own environment: torch with its CUDA libraries
+# (~5 GB), built once per lock hash into ~/.cache/edgefm/workloads and linked as workloads/bridge-defects/.venv.
+WORKLOAD := workloads/bridge-defects
+workload-env:
+	$(PY) tools/workload_venv.py $(WORKLOAD)
+
+# Its own typecheck and tests, end to end against MinIO and a real tritonserver (the CLI from .venv).
+workload-test: install minio workload-env
+	cd $(WORKLOAD) && .venv/bin/mypy src tests bench
+	cd $(WORKLOAD) && .venv/bin/python -m pytest -q
+
+# Pretrained vs random-init fine-tune accuracy on 50 held-out frames per class (long on a CPU; see its README).
+workload-bench: workload-env
+	cd $(WORKLOAD) && .venv/bin/python bench/quality.py
 
 # The sample fleet on the real engine, rendered to out/<stack> (file backend in .state/, local passphrase):
 # validate, explain one site, update the hub then every site (each previewed and judged by the guardrails
@@ -82,7 +97,8 @@ portal: install portal-assets
 portal-screenshots: install portal-assets chromium
 	EDGEFM_PORTAL_SCREENSHOTS=docs/portal $(BIN)/python -m pytest -q tests/portal/test_browser.py
 
-# `models publish` vs single-stream boto3 for a 1 GB model, side by side against a local MinIO.
+# `models publish` vs boto3 upload_file (default threaded transfer) for a 1 GB model, side by side against a
+# local MinIO, plus what publish's manifest hashing and resume journal cost on their own.
 bench: install minio
 	$(BIN)/python bench/publish_throughput.py --reps 3
 
