@@ -13,6 +13,8 @@ resume, abort, approvals) from the journal every `command_interval` seconds of w
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -159,6 +161,7 @@ class Controller:
     ) -> None:
         self.journal, self.run_id, self.executor, self.clock = journal, run_id, executor, clock
         self.command_interval, self.settle = command_interval, settle
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self._to_submit: list[SiteTask] = []
         self.on_event = on_event or (lambda _m: None)
         run = journal.run(run_id)
@@ -250,6 +253,8 @@ class Controller:
         run = self.journal.run(self.run_id)
         if run is not None:
             self.desired = run.desired
+        # The lease: who drives the rollout, alive as of when (see `lease_holder`).
+        self.batch.run_updates.append({"k_id": self.run_id, "owner": self.owner, "heartbeat": time.time()})
         group = self._current()
         if group is not None and group.row.state == WAITING_APPROVAL:
             fresh = next((g for g in self.journal.groups(self.run_id) if g.position == group.row.position), None)
@@ -378,7 +383,7 @@ class Controller:
         held = [g.row.name for g in self.groups if g.row.state in (QUEUED, WAITING_APPROVAL)]
         if held and state != SUCCEEDED:
             message += f"; not started: {', '.join(held)}"
-        self._set_state(state, message, finished_at=self.clock())
+        self._set_state(state, message, finished_at=self.clock(), owner=None, heartbeat=None)
         return state
 
 
@@ -388,10 +393,36 @@ def start_rollout(
     groups: Iterable[tuple[str, Iterable[str]]],
     actor: str,
     run_id: str | None = None,
+    context: dict[str, Any] | None = None,
 ) -> str:
     """Journals a new rollout (queued) with its groups; a controller then runs it."""
     planned = [(name, list(stacks)) for name, stacks in groups]
     stacks = [s for _, members in planned for s in members]
     return journal.create_run(
-        "rollout", actor, stacks, strategy=strategy.model_dump(by_alias=True), groups=planned, run_id=run_id
+        "rollout",
+        actor,
+        stacks,
+        strategy=strategy.model_dump(by_alias=True),
+        groups=planned,
+        run_id=run_id,
+        context=context,
     )
+
+
+LEASE_SECONDS = 15.0
+
+
+def lease_holder(journal: Journal, run_id: str, now: float | None = None) -> str | None:
+    """The controller driving the run (`host:pid`) if it has shown signs of life within LEASE_SECONDS."""
+    run = journal.run(run_id)
+    if run is None or run.owner is None or run.heartbeat is None:
+        return None
+    if (time.time() if now is None else now) - run.heartbeat > LEASE_SECONDS:
+        return None
+    host, _, pid = run.owner.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return None
+    return run.owner

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from alembic import command
 from alembic.config import Config
@@ -57,7 +57,7 @@ FINAL = frozenset({SUCCEEDED, FAILED, ABORTED})
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
 class RunRow(Base):
@@ -73,6 +73,9 @@ class RunRow(Base):
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     message: Mapped[str] = mapped_column(Text, default="")
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
+    context: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class GroupRow(Base):
@@ -246,7 +249,7 @@ class Batch:
         )
 
 
-_JSON_COLUMNS = frozenset({"stacks", "strategy", "changes", "steps", "advisories", "data"})
+_JSON_COLUMNS = frozenset({"stacks", "strategy", "changes", "steps", "advisories", "data", "context"})
 
 
 class _Writer:
@@ -351,7 +354,7 @@ class Journal:
 
     # -- writes -----------------------------------------------------------------------------------------------
 
-    def write(self, batch: Batch) -> None:
+    def write(self, batch: Batch, *, settle_run: str | None = None) -> None:
         """Writes the batch in one transaction, on a connection kept for writing (a controller writes once per
         tick; checking a pooled connection out and resetting it would cost more than the writes)."""
         if not batch:
@@ -362,6 +365,8 @@ class Journal:
         try:
             with conn.begin():
                 self._write(conn, batch)
+                if settle_run is not None:
+                    self._settle(conn, settle_run)
         except Exception:
             conn.close()
             self._write_conn = None
@@ -393,6 +398,28 @@ class Journal:
         finally:
             cursor.close()
 
+    def _settle(self, conn: Connection, run_id: str) -> None:
+        """Ends a batch run (previews, drift) once its last site run has: the run row is locked by this
+        transaction's event write, so of two workers finishing at once exactly one sees the count reach zero."""
+        site = SiteRunRow.__table__
+        states = [r.state for r in conn.execute(select(site.c.state).where(site.c.run_id == run_id))]
+        if not states or any(s not in FINAL for s in states):
+            return
+        failed = sum(s == FAILED for s in states)
+        state = FAILED if failed else SUCCEEDED
+        message = f"{len(states) - failed} of {len(states)} stack(s) succeeded"
+        batch = Batch(run_updates=[{"k_id": run_id, "state": state, "finished_at": time.time(), "message": message}])
+        batch.event(run_id, f"run.{state}", message, trusted=True)
+        self._write(conn, batch)
+
+    def finished_site_runs(self, ids: Sequence[str]) -> list[SiteRunRow]:
+        if not ids:
+            return []
+        site = SiteRunRow.__table__
+        query = select(site).where(site.c.id.in_(list(ids)), site.c.state.in_([SUCCEEDED, FAILED]))
+        with self.engine.connect() as conn:
+            return [SiteRunRow(**r) for r in conn.execute(query).mappings()]
+
     def create_run(
         self,
         kind: str,
@@ -402,6 +429,7 @@ class Journal:
         strategy: Mapping[str, Any] | None = None,
         groups: Sequence[tuple[str, Sequence[str]]] = (),
         run_id: str | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> str:
         run_id = run_id or new_id()
         now = time.time()
@@ -418,6 +446,7 @@ class Journal:
                 "strategy": dict(strategy) if strategy is not None else None,
                 "message": "",
                 "last_seq": 0,
+                "context": dict(context) if context is not None else None,
             }
         )
         batch.groups += [

@@ -76,8 +76,9 @@ def restore_default_signals() -> None:
 
 
 def _fleet(ctx: SiteContext, root: Path) -> Any:
-    from edgefm.engine_env import require_manifest, workspace_options
-    from edgefm.fleet import GUARDRAILS, Fleet
+    from edgefm.ops.engine import require_manifest, workspace_options
+    from edgefm.ops.fleet import Fleet
+    from edgefm.ops.guardrails import GUARDRAILS
 
     manifest = require_manifest()
     packs = [root / GUARDRAILS] if ctx.engine_policy_packs and manifest.runs_python_policy_packs else []
@@ -116,7 +117,7 @@ def _errors(exc: Exception) -> str:
 
 def run_site(task: SiteTask, ctx: SiteContext) -> SiteOutcome:
     """Runs `task` to an outcome; every failure is caught and reported with the phase it happened in."""
-    from edgefm.fleet import judge
+    from edgefm.ops.guardrails import judge
 
     worker = f"{socket.gethostname()}:{os.getpid()}"
     outcome = SiteOutcome(ok=False, phase="preview", started_at=time.time(), worker=worker)
@@ -126,6 +127,13 @@ def run_site(task: SiteTask, ctx: SiteContext) -> SiteOutcome:
             stack = fleet.stack(task.stack)
             if task.operation in ("drift", "reconcile"):
                 return _drift(task, stack, outcome)
+            if task.operation == "destroy":
+                outcome.phase = "destroy"
+                t0 = time.monotonic()
+                result = stack.destroy(exclude_protected=True, show_secrets=False)
+                outcome.update_seconds = time.monotonic() - t0
+                outcome.changes, outcome.ok = changes_of(result.summary.resource_changes), True
+                return outcome
             steps: list[dict[str, Any]] = []
             planned: list[dict[str, Any]] = []
             t0 = time.monotonic()

@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from edgefm.stacks import HUB_STACK
+from edgefm.model.stacks import HUB_STACK
 
 CANARY = "canary"
 UNLABELLED = "unlabelled"

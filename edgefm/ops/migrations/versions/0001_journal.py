@@ -30,6 +30,9 @@ def upgrade() -> None:
         sa.Column("finished_at", sa.Float, nullable=True),
         sa.Column("message", sa.Text, nullable=False),
         sa.Column("last_seq", sa.Integer, nullable=False),
+        sa.Column("context", sa.JSON, nullable=True),
+        sa.Column("owner", sa.String(200), nullable=True),
+        sa.Column("heartbeat", sa.Float, nullable=True),
     )
     op.create_table(
         "rollout_groups",
