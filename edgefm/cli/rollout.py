@@ -50,7 +50,7 @@ from edgefm.ops.journal import FINAL, SUCCEEDED, Journal
 from edgefm.ops.rollout import site_labels
 from edgefm.ops.strategy import RolloutStrategy, StrategyError, load_strategy, parse_strategy, plan_groups
 
-rollout_app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, rich_markup_mode=None)
+rollout_app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, rich_markup_mode="markdown")
 
 Database = Annotated[
     str | None,

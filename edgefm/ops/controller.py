@@ -241,10 +241,12 @@ class Controller:
                 self._finished(task, outcome)
 
     def _timeout(self) -> float:
+        # At least a tenth of a second, so a simulated clock always moves on while the rollout waits.
+        wait = max(self.command_interval, 0.1)
         group = self._current()
         if group is not None and group.row.state == SOAKING and group.row.soak_until is not None:
-            return max(0.0, min(self.command_interval, group.row.soak_until - self.clock()))
-        return self.command_interval
+            return max(0.0, min(wait, group.row.soak_until - self.clock()))
+        return wait
 
     def _current(self) -> _Group | None:
         return next((g for g in self.groups if g.row.state != SUCCEEDED), None)
