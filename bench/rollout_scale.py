@@ -43,7 +43,7 @@ def run(sites: int, concurrency: int, regions: int, db: Path) -> dict[str, float
     groups = plan_groups(strategy, stacks, labels)
     run_id = start_rollout(journal, strategy, [(g.name, g.stacks) for g in groups], "bench")
     start = clock.now
-    state = Controller(journal, run_id, executor, clock=clock, settle=15).run()
+    state = Controller(journal, run_id, executor, clock=clock).run()
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     runs = journal.site_runs(run_id=run_id)
     events = journal.events(run_id, limit=10**7)

@@ -157,11 +157,16 @@ class Controller:
         clock: Callable[[], float] = time.time,
         command_interval: float = 1.0,
         settle: float = 5.0,
+        poll: float | None = None,
         on_event: Callable[[str], None] | None = None,
     ) -> None:
         self.journal, self.run_id, self.executor, self.clock = journal, run_id, executor, clock
         self.command_interval, self.settle = command_interval, settle
+        # How long one wait for results may last (clock seconds); at least a tenth of a second, so a simulated
+        # clock always moves on while the rollout waits.
+        self.poll = max(command_interval if poll is None else poll, 0.1)
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self._heartbeat = 0.0
         self._to_submit: list[SiteTask] = []
         self.on_event = on_event or (lambda _m: None)
         run = journal.run(run_id)
@@ -241,8 +246,7 @@ class Controller:
                 self._finished(task, outcome)
 
     def _timeout(self) -> float:
-        # At least a tenth of a second, so a simulated clock always moves on while the rollout waits.
-        wait = max(self.command_interval, 0.1)
+        wait = self.poll
         group = self._current()
         if group is not None and group.row.state == SOAKING and group.row.soak_until is not None:
             return max(0.0, min(wait, group.row.soak_until - self.clock()))
@@ -255,8 +259,10 @@ class Controller:
         run = self.journal.run(self.run_id)
         if run is not None:
             self.desired = run.desired
-        # The lease: who drives the rollout, alive as of when (see `lease_holder`).
-        self.batch.run_updates.append({"k_id": self.run_id, "owner": self.owner, "heartbeat": time.time()})
+        # The lease: who drives the rollout, alive as of when (see `lease_holder`), renewed well within its term.
+        if time.time() - self._heartbeat >= LEASE_SECONDS / 3:
+            self._heartbeat = time.time()
+            self.batch.run_updates.append({"k_id": self.run_id, "owner": self.owner, "heartbeat": self._heartbeat})
         group = self._current()
         if group is not None and group.row.state == WAITING_APPROVAL:
             fresh = next((g for g in self.journal.groups(self.run_id) if g.position == group.row.position), None)

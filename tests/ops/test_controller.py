@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -62,7 +63,7 @@ def test_groups_run_in_order_with_concurrency_and_soak(journal: Journal) -> None
     groups = journal.groups(run_id)
     assert [g.state for g in groups] == [SUCCEEDED] * 4
     # Each group starts only after the previous one's soak has ended.
-    for before, after in zip(groups, groups[1:], strict=False):
+    for before, after in itertools.pairwise(groups):
         assert before.soak_until is not None and after.started_at is not None
         assert after.started_at >= before.soak_until
     runs = journal.site_runs(run_id=run_id)
@@ -151,7 +152,7 @@ def test_pause_stops_new_starts_until_resumed(journal: Journal) -> None:
         journal.set_desired(run_id, RUNNING, "ana")
 
     executor.after = {3: pause}
-    controller = Controller(journal, run_id, executor, clock=clock, command_interval=0.0)
+    controller = Controller(journal, run_id, executor, clock=clock, command_interval=0.0, poll=60.0)
     original = controller._step  # resume once the controller has reported itself paused
 
     def step() -> str | None:
@@ -178,7 +179,7 @@ def test_abort_lets_running_sites_finish_and_starts_nothing_new(journal: Journal
     clock = VirtualClock()
     executor = Scripted(clock=clock, failure_rate=0.0)
     executor.after = {2: lambda: journal.set_desired(run_id, ABORTED, "ana")}
-    controller = Controller(journal, run_id, executor, clock=clock, command_interval=0.0)
+    controller = Controller(journal, run_id, executor, clock=clock, command_interval=0.0, poll=60.0)
     assert controller.run() == ABORTED
     runs = journal.site_runs(run_id=run_id)
     assert len(runs) < 12 and all(r.state in (SUCCEEDED, FAILED) for r in runs)
@@ -189,7 +190,7 @@ def test_a_group_needing_approval_waits_for_it(journal: Journal) -> None:
     run_id = new_rollout(journal, strategy, 6)
     clock = VirtualClock()
     executor = SimulatedExecutor(clock=clock, failure_rate=0.0)
-    controller = Controller(journal, run_id, executor, clock=clock, command_interval=0.0)
+    controller = Controller(journal, run_id, executor, clock=clock, command_interval=0.0, poll=60.0)
     waits = 0
     original = executor.wait
 
