@@ -156,7 +156,7 @@ class Controller:
         *,
         clock: Callable[[], float] = time.time,
         command_interval: float = 1.0,
-        settle: float = 5.0,
+        settle: float = 10.0,
         poll: float | None = None,
         on_event: Callable[[str], None] | None = None,
     ) -> None:
@@ -176,6 +176,8 @@ class Controller:
             raise LookupError(f"rollout {run_id!r} has no strategy in the journal")
         self.actor = run.actor
         self.strategy = RolloutStrategy.model_validate(run.strategy)
+        self._health = self.strategy.health.model_dump(by_alias=True)
+        self._index = 0
         self.state = run.state
         self.desired = run.desired
         self.total = len(run.stacks)
@@ -253,7 +255,10 @@ class Controller:
         return wait
 
     def _current(self) -> _Group | None:
-        return next((g for g in self.groups if g.row.state != SUCCEEDED), None)
+        # Groups succeed in order, so the first unfinished one is found from where the last search ended.
+        while self._index < len(self.groups) and self.groups[self._index].row.state == SUCCEEDED:
+            self._index += 1
+        return self.groups[self._index] if self._index < len(self.groups) else None
 
     def _read_commands(self) -> None:
         run = self.journal.run(self.run_id)
@@ -327,7 +332,7 @@ class Controller:
             self.actor,
             group.row.name,
             now + self.strategy.progress_deadline,
-            self.strategy.health.model_dump(by_alias=True),
+            self._health,
         )
         self.batch.site_runs.append(
             {

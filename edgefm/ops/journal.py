@@ -19,7 +19,6 @@ driving thousands of sites pays per tick rather than per row.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
@@ -30,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
@@ -252,6 +252,11 @@ class Batch:
 _JSON_COLUMNS = frozenset({"stacks", "strategy", "changes", "steps", "advisories", "data", "context"})
 
 
+def _dumps(value: Any) -> str:
+    # orjson: a tenth of the json module's time, which a controller journaling thousands of sites notices.
+    return orjson.dumps(value).decode()
+
+
 class _Writer:
     """Executes a batch through the driver's cursor: SQLAlchemy builds each statement's text once per dialect
     and column set, and rows go straight to `executemany`. This is the controller's hot path: through
@@ -263,9 +268,9 @@ class _Writer:
         if dialect == "postgresql":
             from psycopg.types.json import Json
 
-            self.json: Any = Json
+            self.json: Any = lambda value: Json(value, dumps=_dumps)
         else:
-            self.json = json.dumps
+            self.json = _dumps
         self.sql: dict[tuple[str, str, tuple[str, ...]], str] = {}
 
     def _params(self, group: list[dict[str, Any]], order: list[int], json_at: list[int]) -> list[list[Any]]:
