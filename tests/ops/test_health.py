@@ -111,7 +111,7 @@ def test_gate_polls_until_healthy_or_the_deadline() -> None:
     bad = gate(
         "s", health, Flaky(100), deadline=30, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s)
     )
-    assert not bad.healthy and "Deployment edgefm/triton: 0/1 replicas available" in bad.problems and now[0] == 25
+    assert not bad.healthy and "Deployment edgefm/triton: 0/1 replicas available" in bad.problems and now[0] == 30
 
 
 @pytest.fixture
