@@ -48,7 +48,7 @@ def make_app(url: str) -> App:
 def ensure_schema(app: App) -> None:
     """Creates Procrastinate's tables the first time (its schema has no IF NOT EXISTS)."""
     with app.open():
-        row = app.connector.execute_query_one(  # type: ignore[attr-defined]
+        row = app.connector.get_sync_connector().execute_query_one(
             "SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS present"
         )
         if not row["present"]:
