@@ -14,6 +14,7 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from edgefm.ops.controller import Controller, start_rollout
 from edgefm.ops.journal import Journal
@@ -26,7 +27,7 @@ def fleet(sites: int, regions: int) -> tuple[list[str], dict[str, dict[str, str]
     return stacks, {s: {"region": f"r{i % regions:02d}"} for i, s in enumerate(stacks)}
 
 
-def run(sites: int, concurrency: int, regions: int, db: Path) -> dict[str, float]:
+def run(sites: int, concurrency: int, regions: int, db: Path) -> dict[str, Any]:
     stacks, labels = fleet(sites, regions)
     strategy = RolloutStrategy(
         canary=stacks[:10],

@@ -301,11 +301,11 @@ def status(
             table.add_row(run.id, run.actor, run.state, run.desired, str(len(run.stacks)), run.message)
         out.print(table, width=TABLE_WIDTH)
         return
-    run = journal.run(rollout_id)
-    if run is None:
+    found = journal.run(rollout_id)
+    if found is None:
         err.print(f"no rollout {rollout_id!r} in {journal.url}")
         raise typer.Exit(2)
-    out.print(f"rollout {run.id} by {run.actor}: {run.state} ({run.message})", markup=False)
+    out.print(f"rollout {found.id} by {found.actor}: {found.state} ({found.message})", markup=False)
     for g in journal.groups(rollout_id):
         out.print(
             f"  group {g.position} {g.name}: {g.state}" + (f", approved by {g.approved_by}" if g.approved_by else ""),

@@ -31,6 +31,7 @@ from edgefm.ops.journal import (
     Batch,
     GroupRow,
     Journal,
+    SiteRunRow,
     redact,
 )
 from edgefm.ops.strategy import RolloutStrategy
@@ -192,22 +193,22 @@ class Controller:
     # -- state from the journal ----------------------------------------------------------------------------------
 
     def _load(self) -> None:
-        latest: dict[str, Any] = {}
+        latest: dict[str, SiteRunRow] = {}
         for site_run in sorted(self.journal.site_runs(run_id=self.run_id), key=lambda r: r.attempt):
             latest[site_run.stack] = site_run
             self._attempts[site_run.stack] = site_run.attempt
         for row in self.journal.groups(self.run_id):
             group = _Group(row, [])
             for stack in row.stacks:
-                site_run = latest.get(stack)
-                if site_run is None:
+                found = latest.get(stack)
+                if found is None:
                     group.pending.append(stack)
-                elif site_run.state in (SUCCEEDED, FAILED):
-                    group.done[stack] = site_run.state == SUCCEEDED
-                    self.failures += site_run.state == FAILED
+                elif found.state in (SUCCEEDED, FAILED):
+                    group.done[stack] = found.state == SUCCEEDED
+                    self.failures += found.state == FAILED
                 else:
                     # Mid-operation when the last controller stopped: check it before anything else.
-                    self.batch.site_updates.append({"k_id": site_run.id, "state": INTERRUPTED})
+                    self.batch.site_updates.append({"k_id": found.id, "state": INTERRUPTED})
                     self._checks.add(stack)
                     group.pending.insert(0, stack)
             self.groups.append(group)

@@ -263,8 +263,8 @@ def test_sigkill_mid_group_then_resume_touches_only_what_is_left(journal: Journa
     assert {t.stack for t in resumed[: len(mid_update)]} == mid_update
     # The budget counted the failure from before the kill: one more failure is one too many.
     assert state == FAILED
-    runs = journal.site_runs(run_id=run_id)
-    assert {(r.stack, r.attempt, r.state) for r in runs if r.stack == "site-s004"} == {
+    after = journal.site_runs(run_id=run_id)
+    assert {(r.stack, r.attempt, r.state) for r in after if r.stack == "site-s004"} == {
         ("site-s004", 1, "interrupted"),
         ("site-s004", 2, SUCCEEDED),
     }
