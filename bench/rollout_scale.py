@@ -11,6 +11,7 @@ controller's (the simulation's own share, a heap push and pop per site, is inclu
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -77,8 +78,8 @@ def main() -> None:
     print(f"  rollout {r['state']}: {r['site_runs']} site runs ({r['failed']} failed), {r['events']} events journaled")
     print(f"  controller CPU {r['cpu']:.2f} s (wall {r['wall']:.2f} s), simulated duration {r['hours']:.1f} h")
     times = SiteTimes()
-    mean = sum(m * 2.718281828 ** (times.sigma**2 / 2) for m in (times.preview, times.update, times.health))
-    print("\nTime model: hours ≈ sites × minutes per site ÷ concurrency ÷ 60 (+ soaks, + approvals)")
+    mean = sum(m * math.exp(times.sigma**2 / 2) for m in (times.preview, times.update, times.health))
+    print("\nTime model: hours = sites * minutes per site / concurrency / 60 (+ soaks, + approvals)")
     print(f"  {'sites':>7} {'concurrency':>11} {'min/site':>8} {'hours':>7}")
     for n, c, m in [
         (100, 10, mean),

@@ -68,3 +68,19 @@ class SleepExecutor:
     def running(self) -> int:
         with self._lock:
             return self._running
+
+
+def pid_runner(task: SiteTask, ctx: object) -> SiteOutcome:
+    """A site 'operation' that reports the process it ran in and holds it for a moment."""
+    import os
+
+    start = time.time()
+    time.sleep(0.5)
+    return SiteOutcome(
+        ok=task.stack != "site-bad",
+        phase="health",
+        error=None,
+        started_at=start,
+        finished_at=time.time(),
+        worker=str(os.getpid()),
+    )
