@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools tools-status minio lint typecheck unit test demo bench clean
+.PHONY: install tools tools-status minio prometheus db lint typecheck unit test demo bench bench-fleet clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,6 +29,15 @@ tools-status: install
 minio: install
 	$(BIN)/python -m tools.minio.server build
 
+# Prometheus for the health gate's PromQL tests, built from its Go module into ~/.cache/edgefm/prometheus.
+prometheus: install
+	$(BIN)/python -m tools.prometheus.server build
+
+# PostgreSQL for the journal and job queue (`edgefm db start` runs it embedded): Debian's package.
+db:
+	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -39,7 +48,7 @@ typecheck: install
 	# Separately: the pack's __main__.py would clash with the program's.
 	$(BIN)/mypy policies/guardrails/__main__.py policies/guardrails/edgefm_guardrails
 
-unit: install minio tools
+unit: install minio tools prometheus db
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck unit
@@ -56,6 +65,12 @@ demo: install tools
 # `models publish` vs single-stream boto3 for a 1 GB model, side by side against a local MinIO.
 bench: install minio
 	$(BIN)/python bench/publish_throughput.py --reps 3
+
+# `edgefm fleet preview` of 16 sites vs a sequential `pulumi preview` loop; the controller over 10,000
+# simulated sites (CPU, journal included) and a time model for real fleets.
+bench-fleet: install tools
+	$(BIN)/python bench/fleet_preview.py --reps 2
+	$(BIN)/python bench/rollout_scale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache out .state

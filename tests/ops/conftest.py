@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from edgefm.ops.database import EmbeddedPostgres
+from tests.engine.conftest import engine
 from tools.prometheus.server import free_port
+
+__all__ = ["engine"]  # the engine fixture, for the worker tests
 
 
 @pytest.fixture(scope="session")
