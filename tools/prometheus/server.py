@@ -77,10 +77,12 @@ def _ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise PrometheusError(f"prometheus exited with {process.returncode}:\n{log.read_text()[-2000:]}")
-        with contextlib.suppress(urllib.error.URLError, OSError):
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as response:
-                if response.status == 200:
-                    return
+        with (
+            contextlib.suppress(urllib.error.URLError, OSError),
+            urllib.request.urlopen(f"{url}/-/ready", timeout=2) as response,
+        ):
+            if response.status == 200:
+                return
         time.sleep(0.2)
     raise PrometheusError(f"prometheus at {url} not ready after {timeout:.0f}s:\n{log.read_text()[-2000:]}")
 
@@ -91,7 +93,9 @@ def _serve(args: list[str], port: int, log: Path) -> Iterator[Running]:
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(ensure_prometheus(quiet=True)), *args, f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         _ready(url, process, log)
@@ -120,8 +124,11 @@ def hub_and_agent(work: Path, metrics_port: int, site: str, interval: str = "1s"
         f"remote_write:\n  - url: http://127.0.0.1:{hub_port}/api/v1/write\n"
         f"    queue_config:\n      batch_send_deadline: 1s\n"
     )
-    hub_args = [f"--config.file={work / 'hub.yml'}", f"--storage.tsdb.path={work / 'hub'}",
-                "--web.enable-remote-write-receiver"]
+    hub_args = [
+        f"--config.file={work / 'hub.yml'}",
+        f"--storage.tsdb.path={work / 'hub'}",
+        "--web.enable-remote-write-receiver",
+    ]
     agent_args = ["--agent", f"--config.file={work / 'agent.yml'}", f"--storage.agent.path={work / 'agent'}"]
     with _serve(hub_args, hub_port, work / "hub.log") as hub, _serve(agent_args, agent_port, work / "agent.log"):
         yield hub
