@@ -19,6 +19,7 @@ driving thousands of sites pays per tick rather than per row.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import uuid
@@ -336,7 +337,7 @@ class Journal:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._writer = _Writer(self.engine.dialect.name)
-        self._write_conn: Connection | None = None
+        self._raw: Any = None
         if migrate:
             self.migrate()
 
@@ -347,9 +348,9 @@ class Journal:
             command.upgrade(config, "head")
 
     def close(self) -> None:
-        if self._write_conn is not None:
-            self._write_conn.close()
-            self._write_conn = None
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
         self.engine.dispose()
 
     @contextmanager
@@ -360,54 +361,55 @@ class Journal:
     # -- writes -----------------------------------------------------------------------------------------------
 
     def write(self, batch: Batch, *, settle_run: str | None = None) -> None:
-        """Writes the batch in one transaction, on a connection kept for writing (a controller writes once per
-        tick; checking a pooled connection out and resetting it would cost more than the writes)."""
+        """Writes the batch in one transaction on a DBAPI connection kept for writing: a controller writes once
+        per tick, and a pooled SQLAlchemy connection per write would cost more than the rows."""
         if not batch:
             return
-        if self._write_conn is None or self._write_conn.closed:
-            self._write_conn = self.engine.connect()
-        conn = self._write_conn
+        if self._raw is None:
+            self._raw = self.engine.raw_connection()
+        raw = self._raw
+        cursor = raw.cursor()
         try:
-            with conn.begin():
-                self._write(conn, batch)
-                if settle_run is not None:
-                    self._settle(conn, settle_run)
+            self._write(cursor, batch)
+            if settle_run is not None:
+                self._settle(cursor, settle_run)
+            raw.commit()
         except Exception:
-            conn.close()
-            self._write_conn = None
+            with contextlib.suppress(Exception):
+                raw.rollback()
+            raw.close()
+            self._raw = None
             raise
-
-    def _write(self, conn: Connection, batch: Batch) -> None:
-        w = self._writer
-        cursor = conn.connection.cursor()
-        try:
-            if batch.runs:
-                w.insert(cursor, "runs", batch.runs)
-            if batch.groups:
-                w.insert(cursor, "rollout_groups", batch.groups)
-            if batch.site_runs:
-                w.insert(cursor, "site_runs", batch.site_runs)
-            if batch.site_updates:
-                w.update(cursor, "site_runs", batch.site_updates)
-            if batch.previews:
-                w.insert(cursor, "previews", batch.previews)
-            if batch.group_updates:
-                w.update(cursor, "rollout_groups", batch.group_updates)
-            if batch.run_updates:
-                w.update(cursor, "runs", batch.run_updates)
-            for run_id, rows in batch.events.items():
-                first = w.next_seq(cursor, run_id, len(rows)) - len(rows) + 1
-                for i, row in enumerate(rows):
-                    row["run_id"], row["seq"] = run_id, first + i
-                w.insert(cursor, "events", rows)
         finally:
             cursor.close()
 
-    def _settle(self, conn: Connection, run_id: str) -> None:
+    def _write(self, cursor: Any, batch: Batch) -> None:
+        w = self._writer
+        if batch.runs:
+            w.insert(cursor, "runs", batch.runs)
+        if batch.groups:
+            w.insert(cursor, "rollout_groups", batch.groups)
+        if batch.site_runs:
+            w.insert(cursor, "site_runs", batch.site_runs)
+        if batch.site_updates:
+            w.update(cursor, "site_runs", batch.site_updates)
+        if batch.previews:
+            w.insert(cursor, "previews", batch.previews)
+        if batch.group_updates:
+            w.update(cursor, "rollout_groups", batch.group_updates)
+        if batch.run_updates:
+            w.update(cursor, "runs", batch.run_updates)
+        for run_id, rows in batch.events.items():
+            first = w.next_seq(cursor, run_id, len(rows)) - len(rows) + 1
+            for i, row in enumerate(rows):
+                row["run_id"], row["seq"] = run_id, first + i
+            w.insert(cursor, "events", rows)
+
+    def _settle(self, cursor: Any, run_id: str) -> None:
         """Ends a batch run (previews, drift) once its last site run has: the run row is locked by this
         transaction's event write, so of two workers finishing at once exactly one sees the count reach zero."""
-        site = SiteRunRow.__table__
-        states = [r.state for r in conn.execute(select(site.c.state).where(site.c.run_id == run_id))]
+        cursor.execute(f"SELECT state FROM site_runs WHERE run_id = {self._writer.mark}", (run_id,))
+        states = [row[0] for row in cursor.fetchall()]
         if not states or any(s not in FINAL for s in states):
             return
         failed = sum(s == FAILED for s in states)
@@ -415,7 +417,7 @@ class Journal:
         message = f"{len(states) - failed} of {len(states)} stack(s) succeeded"
         batch = Batch(run_updates=[{"k_id": run_id, "state": state, "finished_at": time.time(), "message": message}])
         batch.event(run_id, f"run.{state}", message, trusted=True)
-        self._write(conn, batch)
+        self._write(cursor, batch)
 
     def finished_site_runs(self, ids: Sequence[str]) -> list[SiteRunRow]:
         if not ids:
