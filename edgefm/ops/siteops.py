@@ -152,7 +152,9 @@ def run_site(task: SiteTask, ctx: SiteContext) -> SiteOutcome:
             else:
                 outcome.phase = "update"
                 t0 = time.monotonic()
-                up = stack.up(policy_packs=fleet.policy_packs, show_secrets=False)
+                up = _when_unlocked(
+                    lambda: stack.up(policy_packs=fleet.policy_packs, show_secrets=False), task.deadline
+                )
                 outcome.update_seconds = time.monotonic() - t0
                 outcome.changes = changes_of(up.summary.resource_changes)
                 outcome.ok = True
@@ -160,14 +162,33 @@ def run_site(task: SiteTask, ctx: SiteContext) -> SiteOutcome:
             return _health(task, ctx, stack, outcome)
     except auto.CommandError as exc:
         outcome.ok, outcome.error = False, _errors(exc)
-        if "ConcurrentUpdateError" in type(exc).__name__ or "currently locked" in str(exc):
-            outcome.error = f"the stack is locked by another update: {outcome.error}"
+        if isinstance(exc, auto.ConcurrentUpdateError):
+            outcome.error = (
+                f"the stack stayed locked by another update until the deadline (if that update's process was "
+                f"killed, `pulumi cancel --stack {task.stack}` clears its lock): {outcome.error}"
+            )
         return outcome
     except Exception as exc:  # a worker reports every failure as the site's outcome instead of dying
         outcome.ok, outcome.error = False, f"{type(exc).__name__}: {exc}"
         return outcome
     finally:
         outcome.finished_at = time.time()
+
+
+LOCK_RETRY_SECONDS = 5.0
+
+
+def _when_unlocked(update: Callable[[], auto.UpResult], deadline: float | None) -> auto.UpResult:
+    """Runs the update, waiting while another update holds the stack's lock (one started outside edgefm, or one
+    whose controller died and that is still finishing) until the deadline; state is never touched meanwhile."""
+    stop = deadline if deadline is not None else time.time() + 600
+    while True:
+        try:
+            return update()
+        except auto.ConcurrentUpdateError:
+            if time.time() + LOCK_RETRY_SECONDS > stop:
+                raise
+            time.sleep(LOCK_RETRY_SECONDS)
 
 
 def _health(task: SiteTask, ctx: SiteContext, stack: auto.Stack, outcome: SiteOutcome) -> SiteOutcome:
