@@ -27,8 +27,10 @@ health.workloads (--no-health-workloads to skip, default on): the site's cluster
 healthy: Deployments available, DaemonSets ready, Jobs not failed, no pod Pending past health.pendingDeadline
 (--pending-deadline SECONDS, default 300). Rendered sites have no cluster and skip it.
 
-health.promql (--promql QUERY, with health.prometheusUrl / --prometheus-url URL): a condition on the hub's
-telemetry that must return a non-empty result; {site} is replaced by the site's name.
+health.promql (--promql QUERY): a condition on the hub's telemetry that must return a non-empty result; {site}
+is replaced by the site's name.
+
+health.prometheusUrl (--prometheus-url URL): the hub's Prometheus, which health.promql is asked; needed with it.
 
 health.interval (--health-interval SECONDS, default 5): how often the gate is polled until it holds.
 """
@@ -50,7 +52,15 @@ from edgefm.ops.journal import FINAL, SUCCEEDED, Journal
 from edgefm.ops.rollout import site_labels
 from edgefm.ops.strategy import RolloutStrategy, StrategyError, load_strategy, parse_strategy, plan_groups
 
-rollout_app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, rich_markup_mode="markdown")
+
+def _paragraphs(text: str) -> str:
+    """The docstring's paragraphs, each on one line, so the help reflows them to the terminal's width."""
+    return "\n\n".join(" ".join(p.split()) for p in text.strip().split("\n\n"))
+
+
+rollout_app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help=_paragraphs(__doc__ or ""), rich_markup_mode=None
+)
 
 Database = Annotated[
     str | None,
