@@ -160,11 +160,19 @@ def start(
     health_interval: Annotated[float | None, typer.Option("--health-interval", help="Seconds.")] = None,
     render_root: Annotated[Path | None, typer.Option("--render-root", help="Render to DIR/<stack>.")] = None,
     parallel: Annotated[int | None, typer.Option("--parallel", "-j", min=1, help="Worker processes.")] = None,
+    on_workers: Annotated[
+        bool,
+        typer.Option(
+            "--on-workers",
+            help="Queue it for `edgefm worker`s (PostgreSQL; default: the embedded one) and follow its events here.",
+        ),
+    ] = False,
     database: Database = None,
     actor: Actor = "",
     root: Root = Path("."),
 ) -> None:
-    """Start a rollout and drive it here until it ends (Ctrl-C stops driving; `resume` carries on)."""
+    """Start a rollout and drive it here until it ends (Ctrl-C stops driving; `resume` carries on), or queue it
+    for the workers with --on-workers."""
     flags: dict[str, Any] = {
         "canary": canary or None,
         "groupBy": group_by,
@@ -203,6 +211,9 @@ def start(
     except StrategyError as exc:
         err.print(str(exc), markup=False)
         raise typer.Exit(2) from None
+    if on_workers:
+        _on_workers(strategy, database, repo, render_root, _actor(actor))
+        return
     journal = _journal(database, repo)
     context = {"repo": str(repo), "render_root": str(render_root.resolve()) if render_root else None}
     run_id = start_rollout(journal, strategy, [(g.name, g.stacks) for g in groups], _actor(actor), context=context)
@@ -210,6 +221,35 @@ def start(
     for group in groups:
         out.print(f"  {group.name}: {', '.join(group.stacks)}", markup=False)
     _drive(journal, run_id, parallel)
+
+
+def _on_workers(
+    strategy: RolloutStrategy, database: str | None, repo: Path, render_root: Path | None, actor: str
+) -> None:
+    import time
+
+    from edgefm.ops.database import DatabaseError, database_url
+    from edgefm.ops.service import FleetService
+
+    try:
+        url = database_url(database)
+    except DatabaseError as exc:
+        err.print(str(exc))
+        raise typer.Exit(2) from None
+    service = FleetService(url, repo, render_root=render_root.resolve() if render_root else None)
+    rollout_id = service.start_rollout(strategy, actor)
+    out.print(f"rollout {rollout_id} queued on {url.split('@')[-1]}; following its events (Ctrl-C stops following)")
+    seq = 0
+    while True:
+        for event in service.events(rollout_id, seq):
+            seq = event.seq
+            out.print(f"{event.at:%H:%M:%S} {event.message}", markup=False)
+        view = service.rollout(rollout_id)
+        if view is not None and view.state in FINAL:
+            if view.state != SUCCEEDED:
+                raise typer.Exit(1)
+            return
+        time.sleep(1.0)
 
 
 @rollout_app.command("resume")
