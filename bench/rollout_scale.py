@@ -28,7 +28,7 @@ def fleet(sites: int, regions: int) -> tuple[list[str], dict[str, dict[str, str]
     return stacks, {s: {"region": f"r{i % regions:02d}"} for i, s in enumerate(stacks)}
 
 
-def run(sites: int, concurrency: int, regions: int, db: Path) -> dict[str, Any]:
+def run(sites: int, concurrency: int, regions: int, db: Path | str) -> dict[str, Any]:
     stacks, labels = fleet(sites, regions)
     strategy = RolloutStrategy(
         canary=stacks[:10],
@@ -38,7 +38,7 @@ def run(sites: int, concurrency: int, regions: int, db: Path) -> dict[str, Any]:
         min_success_time=600,
         progress_deadline=3600,
     )
-    journal = Journal(f"sqlite:///{db}")
+    journal = Journal(db if isinstance(db, str) else f"sqlite:///{db}")
     clock = VirtualClock()
     executor = SimulatedExecutor(clock=clock, failure_rate=0.02, times=SiteTimes())
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -68,9 +68,12 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--regions", type=int, default=10)
+    parser.add_argument("--database", help="journal URL (an empty PostgreSQL database); default: a SQLite file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        r = run(args.sites, args.concurrency, args.regions, Path(tmp) / "journal.db")
+        r = run(args.sites, args.concurrency, args.regions, args.database or Path(tmp) / "journal.db")
+    where = "PostgreSQL (server CPU not counted)" if args.database else "SQLite, in this process"
+    print(f"journal: {where}")
     print(
         f"{args.sites} simulated sites, {r['groups']} groups (canary of 10, then {args.regions} by region), "
         f"maxConcurrency {args.concurrency}, 2% failures, 10-minute soak per group"
