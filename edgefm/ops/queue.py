@@ -94,19 +94,35 @@ def defer_rollout(app: App, run_id: str) -> bool:
     return True
 
 
+SITE_RUNNER_ENV = "EDGEFM_SITE_RUNNER"
+
+
+def site_runner() -> Any:
+    """What runs a site task: `edgefm.ops.siteops.run_site`, or for drills and tests of the queue itself a
+    function named `module:function` in $EDGEFM_SITE_RUNNER (same signature, importable by the worker)."""
+    name = os.environ.get(SITE_RUNNER_ENV)
+    if not name:
+        return run_site
+    module, _, function = name.partition(":")
+    import importlib
+
+    return getattr(importlib.import_module(module), function)
+
+
 class _Worker:
     """What a worker process shares between its jobs: the journal, the app, the process pool."""
 
     lock = threading.Lock()
     instance: _Worker | None = None
 
-    def __init__(self, url: str, app: App, concurrency: int) -> None:
+    def __init__(self, url: str, app: App, concurrency: int, name: str | None = None) -> None:
         from edgefm.ops.local import LocalExecutor
 
         self.journal = Journal(url, migrate=False)
         self.app = app
         self.pool = LocalExecutor(SiteContext(repo=Path(".")), concurrency)._pool
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.runner = site_runner()
 
 
 def _worker() -> _Worker:
@@ -130,9 +146,10 @@ def site_job(task: dict[str, Any], context: dict[str, Any]) -> None:
     )
     worker.journal.write(start)
     try:
-        outcome = worker.pool.submit(run_site, site, context_of(context)).result()
+        outcome = worker.pool.submit(worker.runner, site, context_of(context)).result()
     except Exception as exc:  # the process running the site died: the site has failed, the worker goes on
         outcome = SiteOutcome(ok=False, phase="worker", error=f"worker process: {exc!r}", finished_at=time.time())
+    outcome.worker = worker.name
     batch = Batch()
     site_outcome_rows(site, outcome, batch)
     worker.journal.write(batch, settle_run=site.run_id if site.group is None else None)
@@ -193,7 +210,7 @@ def run_worker(url: str, concurrency: int, name: str | None = None) -> None:
     ensure_schema(app)
     Journal(url).close()  # brings the journal's schema up to date once, before any job writes to it
     with _Worker.lock:
-        _Worker.instance = _Worker(url, app, concurrency)
+        _Worker.instance = _Worker(url, app, concurrency, name)
     with app.open():
         app.run_worker(
             queues=[QUEUE], concurrency=concurrency, name=name or _Worker.instance.name, delete_jobs="successful"

@@ -75,7 +75,7 @@ def pid_runner(task: SiteTask, ctx: object) -> SiteOutcome:
     import os
 
     start = time.time()
-    time.sleep(0.5)
+    time.sleep(float(os.environ.get("EDGEFM_FAKE_SITE_SECONDS", "0.5")))
     return SiteOutcome(
         ok=task.stack != "site-bad",
         phase="health",
