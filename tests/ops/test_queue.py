@@ -110,7 +110,7 @@ def test_workers_restore_default_sigint(workers: Workers) -> None:
 def test_a_preview_job_spreads_over_both_workers(workers: Workers) -> None:
     service = workers.service
     job = service.start_preview(["hub", *SITES], "ana")
-    workers.wait("the preview job's end", lambda: service.journal.run(job).state == "succeeded")  # type: ignore[union-attr]
+    workers.wait("the preview job's end", lambda: _run_state(service, job) == "succeeded")
     runs = [r for s in ["hub", *SITES] for r in service.site_runs(s) if r.run_id == job]
     assert len(runs) == 5 and {r.state for r in runs} == {"succeeded"}
     assert {r.worker for r in runs} == {"w1", "w2"}
@@ -122,7 +122,7 @@ def test_a_preview_job_spreads_over_both_workers(workers: Workers) -> None:
 def test_jobs_on_one_stack_never_overlap(workers: Workers) -> None:
     service = workers.service
     jobs = [service.start_preview(["site-viaduct-cpu"], "ana") for _ in range(4)]
-    workers.wait("four previews of one stack", lambda: all(service.journal.run(j).state == "succeeded" for j in jobs))  # type: ignore[union-attr]
+    workers.wait("four previews of one stack", lambda: all(_run_state(service, j) == "succeeded" for j in jobs))
     runs = sorted(
         (r for r in service.site_runs("site-viaduct-cpu") if r.run_id in jobs), key=lambda r: r.started_at or 0
     )
@@ -142,15 +142,23 @@ def test_a_rollout_with_an_approval_through_the_queue(workers: Workers) -> None:
         assert view is not None
         return view.state
 
-    workers.wait(
-        "the approval wait", lambda: any(g.state == "waiting-approval" for g in service.rollout(rollout_id).groups)
-    )  # type: ignore[union-attr]
+    def waiting() -> bool:
+        view = service.rollout(rollout_id)
+        return view is not None and any(g.state == "waiting-approval" for g in view.groups)
+
+    workers.wait("the approval wait", waiting)
     with pytest.raises(PermissionError):
         service.approve(rollout_id, "ana")
     service.approve(rollout_id, "ben")
     workers.wait("the rollout's end", lambda: state() in ("succeeded", "failed", "aborted"))
     view = service.rollout(rollout_id)
-    assert view is not None and view.state == "succeeded", view.message
+    assert view is not None
+    assert view.state == "succeeded", view.message
     assert sorted(r.stack for r in view.site_runs) == sorted(SITES)
     kinds = [e.kind for e in service.events(rollout_id)]
     assert kinds.index("group.waiting-approval") < kinds.index("group.approved") < kinds.index("rollout.succeeded")
+
+
+def _run_state(service: FleetService, run_id: str) -> str:
+    run = service.journal.run(run_id)
+    return run.state if run is not None else "missing"

@@ -131,9 +131,10 @@ def test_workers_restore_default_sigint(cluster: Cluster) -> None:
 def test_previews_run_on_both_workers_and_are_journaled(cluster: Cluster) -> None:
     service = cluster.service
     job = service.start_preview(SITES, "ana")
-    _wait(cluster, "the preview job", lambda: service.journal.run(job).state in ("succeeded", "failed"))  # type: ignore[union-attr]
+    _wait(cluster, "the preview job", lambda: _run_state(service, job) in ("succeeded", "failed"))
     run = service.journal.run(job)
-    assert run is not None and run.state == "succeeded", run.message
+    assert run is not None
+    assert run.state == "succeeded", run.message
     runs = [r for s in SITES for r in service.site_runs(s) if r.run_id == job]
     assert len(runs) == 4 and all(r.state == "succeeded" and r.preview_seconds for r in runs)
     assert all(r.changes.get("create", 0) > 0 for r in runs)
@@ -148,10 +149,10 @@ def test_previews_run_on_both_workers_and_are_journaled(cluster: Cluster) -> Non
 def test_jobs_on_one_stack_wait_for_each_other(cluster: Cluster) -> None:
     service = cluster.service
     jobs = [service.start_preview(["site-viaduct-cpu"], "ana") for _ in range(3)]
-    _wait(
-        cluster, "three previews of one stack", lambda: all(service.journal.run(j).state == "succeeded" for j in jobs)
-    )  # type: ignore[union-attr]
-    runs = sorted((r for r in service.site_runs("site-viaduct-cpu") if r.run_id in jobs), key=lambda r: r.started_at)  # type: ignore[arg-type, return-value]
+    _wait(cluster, "three previews of one stack", lambda: all(_run_state(service, j) == "succeeded" for j in jobs))
+    runs = sorted(
+        (r for r in service.site_runs("site-viaduct-cpu") if r.run_id in jobs), key=lambda r: r.started_at or 0
+    )
     assert len(runs) == 3
     for first, second in itertools.pairwise(runs):
         assert first.finished_at is not None and second.started_at is not None
@@ -178,11 +179,22 @@ def test_a_rollout_across_two_workers(cluster: Cluster) -> None:
     with pytest.raises(PermissionError):
         service.approve(rollout_id, "ana")
     service.approve(rollout_id, "ben")
-    _wait(cluster, "the rollout's end", lambda: service.rollout(rollout_id).state in ("succeeded", "failed", "aborted"))  # type: ignore[union-attr]
+
+    def ended() -> bool:
+        view = service.rollout(rollout_id)
+        return view is not None and view.state in ("succeeded", "failed", "aborted")
+
+    _wait(cluster, "the rollout's end", ended)
     view = service.rollout(rollout_id)
-    assert view is not None and view.state == "succeeded", view.message
+    assert view is not None
+    assert view.state == "succeeded", view.message
     assert [g.name for g in view.groups] == ["canary", "wave=1", "wave=2", "wave=3"]
     assert sorted(r.stack for r in view.site_runs) == sorted(SITES)
     assert all(r.state == "succeeded" and r.update_seconds for r in view.site_runs)
     kinds = [e.kind for e in service.events(rollout_id)]
     assert kinds.index("group.waiting-approval") < kinds.index("group.approved")
+
+
+def _run_state(service: FleetService, run_id: str) -> str:
+    run = service.journal.run(run_id)
+    return run.state if run is not None else "missing"
