@@ -139,8 +139,25 @@ def site_outcome_rows(task: SiteTask, outcome: SiteOutcome, batch: Batch) -> Non
 
 
 @dataclass
+class _GroupState:
+    """A group as the controller tracks it (plain attributes: the hot path never touches ORM objects)."""
+
+    name: str
+    position: int
+    stacks: list[str]
+    state: str
+    approved_by: str | None
+    started_at: float | None
+    soak_until: float | None
+
+    @classmethod
+    def of(cls, row: GroupRow) -> _GroupState:
+        return cls(row.name, row.position, list(row.stacks), row.state, row.approved_by, row.started_at, row.soak_until)
+
+
+@dataclass
 class _Group:
-    row: GroupRow
+    row: _GroupState
     pending: list[str]
     running: set[str] = field(default_factory=set)
     done: dict[str, bool] = field(default_factory=dict)
@@ -187,6 +204,7 @@ class Controller:
         self.batch = Batch()
         self.groups: list[_Group] = []
         self._attempts: dict[str, int] = {}
+        self._group_of: dict[str, _Group] = {}
         self._checks: set[str] = set()
         self._load()
 
@@ -198,8 +216,9 @@ class Controller:
             latest[site_run.stack] = site_run
             self._attempts[site_run.stack] = site_run.attempt
         for row in self.journal.groups(self.run_id):
-            group = _Group(row, [])
+            group = _Group(_GroupState.of(row), [])
             for stack in row.stacks:
+                self._group_of[stack] = group
                 found = latest.get(stack)
                 if found is None:
                     group.pending.append(stack)
@@ -363,8 +382,8 @@ class Controller:
         self._to_submit.append(task)
 
     def _finished(self, task: SiteTask, outcome: SiteOutcome) -> None:
-        group = next((g for g in self.groups if task.stack in g.running), None)
-        if group is None:
+        group = self._group_of.get(task.stack)
+        if group is None or task.stack not in group.running:
             return
         group.running.discard(task.stack)
         group.done[task.stack] = outcome.ok
