@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 
 from edgefm.ops.controller import SiteOutcome, SiteTask
@@ -29,7 +30,12 @@ class LocalExecutor:
         self.ctx, self.runner = ctx, runner
         self.parallel = parallel or default_parallelism()
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(PRELOAD)
+        # The guardrails pack is imported from the checkout: on the path before the server starts, so it is
+        # loaded once there too rather than in every operation's process.
+        pack = str(ctx.repo / "policies" / "guardrails")
+        if (ctx.repo / "policies" / "guardrails").is_dir() and pack not in sys.path:
+            sys.path.insert(0, pack)
+        context.set_forkserver_preload([*PRELOAD, "edgefm_guardrails.crossguard", "edgefm_guardrails.model"])
         self._pool = cf.ProcessPoolExecutor(
             max_workers=self.parallel, mp_context=context, max_tasks_per_child=1, initializer=restore_default_signals
         )

@@ -76,7 +76,7 @@ def restore_default_signals() -> None:
 
 
 def _fleet(ctx: SiteContext, root: Path) -> Any:
-    from edgefm.ops.engine import require_manifest, workspace_options
+    from edgefm.ops.engine import recorded_pulumi_command, require_manifest, workspace_options
     from edgefm.ops.fleet import Fleet
     from edgefm.ops.guardrails import GUARDRAILS
 
@@ -85,7 +85,12 @@ def _fleet(ctx: SiteContext, root: Path) -> Any:
 
     def options(**kwargs: Any) -> auto.LocalWorkspaceOptions:
         return workspace_options(
-            manifest=manifest, repo=ctx.repo, backend_url=ctx.backend_url, passphrase=ctx.passphrase, **kwargs
+            manifest=manifest,
+            repo=ctx.repo,
+            backend_url=ctx.backend_url,
+            passphrase=ctx.passphrase,
+            command=recorded_pulumi_command(manifest),
+            **kwargs,
         )
 
     return Fleet(root, options, render_root=ctx.render_root, policy_packs=packs, extra_env=ctx.extra_env)
