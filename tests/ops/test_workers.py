@@ -122,6 +122,7 @@ def _wait(cluster: Cluster, what: str, done: object, timeout: float = 600) -> No
 
 
 def test_workers_restore_default_sigint(cluster: Cluster) -> None:
+    _wait(cluster, "the workers' start", lambda: all("worker on" in log.read_text() for log in cluster.logs))
     for proc in cluster.workers:
         status = Path(f"/proc/{proc.pid}/status").read_text()
         ignored = int(next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16)
