@@ -35,7 +35,9 @@ def worker(
     machines that share the database and the state backend; one job per stack runs at a time."""
     from edgefm.ops.local import default_parallelism
     from edgefm.ops.queue import run_worker
+    from edgefm.ops.siteops import restore_default_signals
 
+    restore_default_signals()
     try:
         url = database_url(database)
     except DatabaseError as exc:
