@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools tools-status minio portal-assets chromium lint typecheck unit test demo portal portal-screenshots bench clean workload-env workload-test workload-bench
+.PHONY: install tools tools-status minio portal-assets chromium lint typecheck unit test demo portal portal-screenshots bench clean workload-env workload-test workload-bench prometheus db bench-fleet
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -49,6 +49,13 @@ portal-assets: $(PORTAL_VENDOR)/.installed
 # Debian's chromium for the portal's browser tests (Playwright drives it by path; it never downloads one).
 chromium:
 	@test -x /usr/bin/chromium || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+# Prometheus for the health gate's PromQL tests, built from its Go module into ~/.cache/edgefm/prometheus.
+prometheus: install
+	$(BIN)/python -m tools.prometheus.server build
+# PostgreSQL for the journal and job queue (`edgefm db start` runs it embedded): Debian's package.
+db:
+	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
 lint: install
 	$(BIN)/ruff check .
@@ -60,7 +67,7 @@ typecheck: install
 	# Separately: the pack's __main__.py would clash with the program's.
 	$(BIN)/mypy policies/guardrails/__main__.py policies/guardrails/edgefm_guardrails
 
-unit: install minio tools portal-assets chromium
+unit: install minio tools portal-assets chromium prometheus db
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck unit workload-test
@@ -90,7 +97,7 @@ demo: install tools
 	$(BIN)/python -m edgefm fleet preview --render-root out
 
 # The portal on 127.0.0.1:8080 over this checkout (see docs/portal.md for sign-in and the fleet service).
-portal: install portal-assets
+portal: install portal-assets db tools
 	$(BIN)/python -m edgefm portal
 
 # The README's portal screenshots (docs/portal/*.png), taken by the browser tests.
@@ -101,6 +108,12 @@ portal-screenshots: install portal-assets chromium
 # local MinIO, plus what publish's manifest hashing and resume journal cost on their own.
 bench: install minio
 	$(BIN)/python bench/publish_throughput.py --reps 3
+
+# `edgefm fleet preview` of 16 sites vs a sequential `pulumi preview` loop; the controller over 10,000
+# simulated sites (CPU, journal included) and a time model for real fleets.
+bench-fleet: install tools
+	$(BIN)/python bench/fleet_preview.py --reps 2
+	$(BIN)/python bench/rollout_scale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache out .state

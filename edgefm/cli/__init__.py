@@ -13,6 +13,7 @@ from edgefm.cli.console import err, out
 from edgefm.cli.fleet import fleet_app
 from edgefm.cli.models import models_app
 from edgefm.cli.portal import portal_app
+from edgefm.cli.worker import db_app, worker
 from edgefm.model.placement import PLACEMENT_FILE, PlacementPolicy, load_policy
 from edgefm.model.problems import ConfigError
 from edgefm.model.stacks import (
@@ -33,6 +34,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pret
 app.add_typer(models_app, name="models")
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(portal_app, name="portal")
+app.add_typer(db_app, name="db")
+app.command("worker")(worker)
 
 PlacementOpt = Annotated[Path, typer.Option("--placement", help="Placement policy file.")]
 StacksOpt = Annotated[Path, typer.Option("--stacks-dir", help="Directory of Pulumi.<stack>.yaml files.")]

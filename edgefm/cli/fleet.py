@@ -1,4 +1,5 @@
-"""`edgefm fleet ...`: preview, update and destroy stacks on the engine `make tools` provides."""
+"""`edgefm fleet ...`: preview, update, destroy, check drift and roll out stacks on the engine `make tools`
+provides; every command runs stacks concurrently, each operation in its own process and workspace."""
 
 from __future__ import annotations
 
@@ -6,15 +7,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pulumi import automation as auto
 from rich.table import Table
 
 from edgefm.cli.console import err, out
-from edgefm.model.stacks import HUB_STACK
-from edgefm.ops.fleet import Fleet, PolicyViolation, StackRun
-from edgefm.ops.guardrails import GUARDRAILS
+from edgefm.cli.rollout import rollout_app
+from edgefm.model.stacks import HUB_STACK, fleet_stack_names
+from edgefm.ops.controller import SiteOutcome, SiteTask
+from edgefm.ops.local import LocalExecutor, run_all
+from edgefm.ops.siteops import SiteContext
 
 fleet_app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+fleet_app.add_typer(rollout_app, name="rollout")
 # Wide enough for the summary table when output goes to a log rather than a terminal.
 TABLE_WIDTH = 130
 
@@ -27,107 +30,94 @@ Root = Annotated[Path, typer.Option("--root", help="The edgefm checkout.")]
 OPS = ("create", "update", "replace", "delete", "same")
 
 
-def _fleet(root: Path, render_root: Path | None) -> Fleet:
-    from edgefm.ops.engine import EngineNotReady, require_manifest, workspace_options
+Parallel = Annotated[
+    int | None, typer.Option("--parallel", "-j", min=1, help="Stacks run at once (default: the number of cores).")
+]
+
+
+def _context(root: Path, render_root: Path | None) -> SiteContext:
+    from edgefm.ops.engine import EngineNotReady, require_manifest
 
     try:
         manifest = require_manifest()
-        # Where the engine cannot start the Python pack, the fleet's own evaluation of it still gates every plan.
-        packs = [root / GUARDRAILS] if manifest.runs_python_policy_packs else []
-        return Fleet(root, workspace_options, render_root=render_root, policy_packs=packs)
     except EngineNotReady as exc:
         err.print(str(exc))
         raise typer.Exit(2) from None
+    return SiteContext(
+        repo=root.resolve(),
+        render_root=render_root.resolve() if render_root else None,
+        # Where the engine cannot start the Python pack, the fleet's own evaluation of it still gates every plan.
+        engine_policy_packs=manifest.runs_python_policy_packs,
+    )
 
 
-def engine_errors(text: str) -> str:
-    """The engine's `error:` lines, once each (its full output is mostly the stack's outputs)."""
-    seen: dict[str, None] = {}
-    for line in text.splitlines():
-        if "error:" in line:
-            seen.setdefault("  " + line.strip().split("error:", 1)[1].strip(), None)
-    return "\n".join(seen) or text.strip()[-2000:]
+def _row(task: SiteTask, outcome: SiteOutcome) -> list[str]:
+    seconds = sum(s or 0.0 for s in (outcome.preview_seconds, outcome.update_seconds, outcome.health_seconds))
+    counts = [str(outcome.changes.get(op, 0)) for op in OPS]
+    verdict = "ok" if outcome.ok else f"failed at {outcome.phase}"
+    return [task.stack, task.operation, *counts, f"{seconds:.1f}", str(len(outcome.advisories)), verdict]
 
 
-def _table(title: str, runs: list[StackRun]) -> Table:
-    columns = ["stack", "operation", *OPS, "seconds", "manifests written", "advisories"]
-    table = Table(*columns, title=title, box=None, title_justify="left")
-    for run in runs:
-        counts = [str(run.changes.get(op, 0)) for op in OPS]
-        table.add_row(
-            run.stack, run.operation, *counts, f"{run.seconds:.1f}", str(run.manifests), str(len(run.advisories))
-        )
-    return table
+def _report(title: str, results: list[tuple[SiteTask, SiteOutcome]]) -> None:
+    table = Table(
+        "stack", "operation", *OPS, "seconds", "advisories", "result", title=title, box=None, title_justify="left"
+    )
+    for task, outcome in sorted(results, key=lambda r: r[0].stack):
+        table.add_row(*_row(task, outcome))
+    out.print(table, width=TABLE_WIDTH)
 
 
-def _each(operation: str, stacks: list[str] | None, root: Path, render_root: Path | None) -> None:
-    fleet = _fleet(root, render_root)
-    names = stacks or fleet.stacks()
-    runs: list[StackRun] = []
-    failed = False
-    for name in names:
-        out.print(f"{operation} {name} …")
-        try:
-            if operation == "preview":
-                runs.append(fleet.preview(name))
-            elif operation == "up":
-                runs.append(fleet.up(name))
-            else:
-                runs.append(fleet.destroy(name))
-        except PolicyViolation as exc:
-            err.print(str(exc), markup=False)
-            failed = True
-        except auto.CommandError as exc:
-            err.print(f"{name}: the engine failed:\n{engine_errors(str(exc))}", markup=False)
-            failed = True
-        for advisory in runs[-1].advisories if runs and runs[-1].stack == name else []:
-            out.print(f"  advisory: {advisory}", markup=False)
-    out.print(_table(f"edgefm fleet {operation}", runs), width=TABLE_WIDTH)
-    if failed:
+def _parallel(
+    operation: str, stacks: list[str] | None, root: Path, render_root: Path | None, parallel: int | None
+) -> list[tuple[SiteTask, SiteOutcome]]:
+    """Runs `operation` on every stack, `parallel` at a time; the hub goes first, alone, when it is updated
+    (sites read its outputs). Each result is printed as it arrives."""
+    ctx = _context(root, render_root)
+    names = stacks or fleet_stack_names(ctx.repo)
+    unknown = sorted(set(names) - set(fleet_stack_names(ctx.repo)))
+    if unknown:
+        err.print(f"no such stack(s) in {ctx.repo / 'stacks'}: {', '.join(unknown)}")
+        raise typer.Exit(2)
+    batches = [names]
+    if operation in ("update", "reconcile") and HUB_STACK in names and len(names) > 1:
+        batches = [[HUB_STACK], [n for n in names if n != HUB_STACK]]
+    results: list[tuple[SiteTask, SiteOutcome]] = []
+    with LocalExecutor(ctx, parallel) as executor:
+        out.print(f"{operation}: {len(names)} stack(s), {executor.parallel} at a time")
+        for batch in batches:
+            tasks = [SiteTask("cli", f"cli:{name}", name, operation, "cli") for name in batch]
+            for task, outcome in run_all(executor, tasks):
+                results.append((task, outcome))
+                mark = "ok" if outcome.ok else f"FAILED at {outcome.phase}: {outcome.error}"
+                out.print(f"  {task.stack}: {mark}", markup=False)
+                for advisory in outcome.advisories:
+                    out.print(f"    advisory: {advisory}", markup=False)
+            if any(not o.ok for _, o in results) and batch is not batches[-1]:
+                err.print("the hub failed: the sites were not started")
+                break
+    return results
+
+
+def _finish(title: str, results: list[tuple[SiteTask, SiteOutcome]]) -> None:
+    _report(title, results)
+    if not all(o.ok for _, o in results):
         raise typer.Exit(1)
 
 
 @fleet_app.command()
-def preview(stacks: Stacks = None, render_root: RenderRoot = None, root: Root = Path(".")) -> None:
-    """Preview each stack and judge the plan with the guardrails."""
-    _each("preview", stacks, root, render_root)
-
-
-@fleet_app.command()
-def up(stacks: Stacks = None, render_root: RenderRoot = None, root: Root = Path(".")) -> None:
-    """Preview (guardrails) then update each stack, the hub first."""
-    _each("up", stacks, root, render_root)
-
-
-@fleet_app.command()
-def rollout(
-    stacks: Stacks = None,
-    wave_label: Annotated[str, typer.Option("--wave-label", help="Site label that orders the waves.")] = "wave",
-    max_failures: Annotated[int, typer.Option("--max-failures", min=0, help="Failed sites tolerated.")] = 0,
-    render_root: RenderRoot = None,
-    root: Root = Path("."),
+def preview(
+    stacks: Stacks = None, render_root: RenderRoot = None, root: Root = Path("."), parallel: Parallel = None
 ) -> None:
-    """Roll changes out in waves: the hub first, then each wave of sites previewed whole, then updated;
-    later waves are held once failures exceed --max-failures. Pair with `edgefm affected` for the stacks."""
-    from edgefm.ops.rollout import Wave, site_labels, waves_of
-    from edgefm.ops.rollout import rollout as run_waves
+    """Preview each stack and judge the plan with the guardrails."""
+    _finish("edgefm fleet preview", _parallel("preview", stacks, root, render_root, parallel))
 
-    fleet = _fleet(root, render_root)
-    names = stacks or fleet.stacks()
-    waves = waves_of(site_labels(root, names), wave_label)
-    if HUB_STACK in names:
-        waves.insert(0, Wave(HUB_STACK, [HUB_STACK]))
-    for wave in waves:
-        out.print(f"wave {wave.label}: {', '.join(wave.stacks)}")
-    report = run_waves(fleet, waves, max_failures)
-    for stack, reason in report.failures.items():
-        err.print(f"{stack}: {reason}", markup=False)
-    out.print(_table("edgefm fleet rollout", report.runs), width=TABLE_WIDTH)
-    if report.held:
-        held = "; ".join(f"wave {w.label}: " + ", ".join(w.stacks) for w in report.held)
-        err.print(f"held (not started): {held}")
-    if not report.ok:
-        raise typer.Exit(1)
+
+@fleet_app.command()
+def up(
+    stacks: Stacks = None, render_root: RenderRoot = None, root: Root = Path("."), parallel: Parallel = None
+) -> None:
+    """Preview (guardrails) then update each stack, the hub first."""
+    _finish("edgefm fleet up", _parallel("update", stacks, root, render_root, parallel))
 
 
 @fleet_app.command()
@@ -135,6 +125,43 @@ def destroy(
     stacks: Annotated[list[str], typer.Argument(help="Stacks to destroy.")],
     render_root: RenderRoot = None,
     root: Root = Path("."),
+    parallel: Parallel = None,
 ) -> None:
     """Destroy stacks, keeping protected resources (a site's datasets bucket)."""
-    _each("destroy", stacks, root, render_root)
+    _finish("edgefm fleet destroy", _parallel("destroy", stacks, root, render_root, parallel))
+
+
+@fleet_app.command()
+def drift(
+    stacks: Stacks = None, render_root: RenderRoot = None, root: Root = Path("."), parallel: Parallel = None
+) -> None:
+    """Report drift: a refresh in preview-only mode for each stack, nothing changed. Per site, the drifted
+    resources and their changed properties. Exit code: 0 nothing drifted, 1 drift found, 2 a stack could not
+    be checked."""
+    results = _parallel("drift", stacks, root, render_root, parallel)
+    drifted = 0
+    for task, outcome in sorted(results, key=lambda r: r[0].stack):
+        if not outcome.ok:
+            err.print(f"{task.stack}: could not check: {outcome.error}", markup=False)
+        elif outcome.drift:
+            drifted += 1
+            out.print(f"{task.stack}: {len(outcome.drift)} resource(s) drifted", markup=False)
+            for entry in outcome.drift:
+                keys = ", ".join(entry["keys"]) or "(whole resource)"
+                out.print(
+                    f"  {entry['op']:<8} {entry['urn'].rsplit('::', 1)[-1]} ({entry['type']}): {keys}", markup=False
+                )
+        else:
+            out.print(f"{task.stack}: no drift", markup=False)
+    if any(not o.ok for _, o in results):
+        raise typer.Exit(2)
+    if drifted:
+        raise typer.Exit(1)
+
+
+@fleet_app.command()
+def reconcile(
+    stacks: Stacks = None, render_root: RenderRoot = None, root: Root = Path("."), parallel: Parallel = None
+) -> None:
+    """Put drifted stacks back: an update with refresh (what the cluster has is read first, then corrected)."""
+    _finish("edgefm fleet reconcile", _parallel("reconcile", stacks, root, render_root, parallel))

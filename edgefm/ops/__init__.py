@@ -1,0 +1,1 @@
+"""Fleet operations: running stacks, rollouts, the journal, workers."""

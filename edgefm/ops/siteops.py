@@ -1,0 +1,244 @@
+"""One operation on one stack, as a worker process runs it: each in its own workspace directory.
+
+The Automation API's calls block, `select_stack` rewrites the workspace's current stack, and inline programs
+share global state in a process: so every operation gets its own process (the executors see to that) and its
+own workspace — a directory of links to the project's files, so the program, its stack files and its virtual
+environment are the project's own while the engine's per-workspace state is private to the operation.
+
+An update is: preview (the planned steps are kept as the site's diff) → the guardrails judge the plan → update
+→ health gate. A *check* (a site that was mid-update when its controller died) previews first and updates only
+if the preview shows changes. Drift is a refresh in preview-only mode; reconcile is an update with refresh.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pulumi import automation as auto
+
+from edgefm.ops.controller import SiteOutcome, SiteTask
+from edgefm.ops.health import ClusterWorkloads, gate
+from edgefm.ops.strategy import HealthGate
+
+# What a workspace links to; the engine state and scratch of the checkout stay out.
+SKIP = frozenset({".git", ".state", "out", ".pulumi", ".mypy_cache", ".ruff_cache", ".pytest_cache", "build"})
+CHANGE_OPS = frozenset({"create", "update", "replace", "delete", "create-replacement", "delete-replaced"})
+
+
+@dataclass(frozen=True)
+class SiteContext:
+    """Where and how to run: the checkout, render mode, the backend and the passphrase, the guardrails."""
+
+    repo: Path
+    render_root: Path | None = None
+    backend_url: str | None = None
+    passphrase: str | None = None
+    engine_policy_packs: bool = False
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+
+@contextmanager
+def workspace(repo: Path) -> Iterator[Path]:
+    """A private workspace directory whose entries link to the checkout's."""
+    root = Path(tempfile.mkdtemp(prefix="edgefm-ws-"))
+    try:
+        for entry in repo.iterdir():
+            if entry.name not in SKIP:
+                (root / entry.name).symlink_to(entry)
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def changes_of(summary: Mapping[Any, int] | None) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for op, n in (summary or {}).items():
+        key = op.value if isinstance(op, auto.OpType) else str(op)
+        out[key] = out.get(key, 0) + int(n)
+    return out
+
+
+def restore_default_signals() -> None:
+    """Background jobs start with SIGINT ignored, and the engine then waits 5 s on its language host at the end
+    of every run: a worker restores the default handling before it starts any."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _fleet(ctx: SiteContext, root: Path) -> Any:
+    from edgefm.ops.engine import recorded_pulumi_command, require_manifest, workspace_options
+    from edgefm.ops.fleet import Fleet
+    from edgefm.ops.guardrails import GUARDRAILS
+
+    manifest = require_manifest()
+    packs = [root / GUARDRAILS] if ctx.engine_policy_packs and manifest.runs_python_policy_packs else []
+
+    def options(**kwargs: Any) -> auto.LocalWorkspaceOptions:
+        return workspace_options(
+            manifest=manifest,
+            repo=ctx.repo,
+            backend_url=ctx.backend_url,
+            passphrase=ctx.passphrase,
+            command=recorded_pulumi_command(manifest),
+            **kwargs,
+        )
+
+    return Fleet(root, options, render_root=ctx.render_root, policy_packs=packs, extra_env=ctx.extra_env)
+
+
+def _planned(steps: list[dict[str, Any]], planned: list[dict[str, Any]]) -> Callable[[auto.EngineEvent], None]:
+    def on_event(event: auto.EngineEvent) -> None:
+        pre = event.resource_pre_event
+        if pre is None:
+            return
+        meta = pre.metadata
+        op = meta.op.value
+        if meta.new is not None and op != "delete":
+            planned.append({"urn": meta.new.urn, "type": meta.new.type, "inputs": meta.new.inputs or {}})
+        if op in CHANGE_OPS:
+            steps.append({"urn": meta.urn, "type": meta.type, "op": op, "keys": list(meta.diffs or [])})
+
+    return on_event
+
+
+def _errors(exc: Exception) -> str:
+    text = str(exc)
+    seen: dict[str, None] = {}
+    for line in text.splitlines():
+        if "error:" in line:
+            seen.setdefault(line.strip().split("error:", 1)[1].strip(), None)
+    return "; ".join(seen) or text.strip()[-500:]
+
+
+def run_site(task: SiteTask, ctx: SiteContext) -> SiteOutcome:
+    """Runs `task` to an outcome; every failure is caught and reported with the phase it happened in."""
+    from edgefm.ops.guardrails import judge
+
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    outcome = SiteOutcome(ok=False, phase="preview", started_at=time.time(), worker=worker)
+    try:
+        with workspace(ctx.repo) as root:
+            fleet = _fleet(ctx, root)
+            stack = fleet.stack(task.stack)
+            if task.operation in ("drift", "reconcile"):
+                return _drift(task, stack, outcome)
+            if task.operation == "destroy":
+                outcome.phase = "destroy"
+                t0 = time.monotonic()
+                result = stack.destroy(exclude_protected=True, show_secrets=False)
+                outcome.update_seconds = time.monotonic() - t0
+                outcome.changes, outcome.ok = changes_of(result.summary.resource_changes), True
+                return outcome
+            steps: list[dict[str, Any]] = []
+            planned: list[dict[str, Any]] = []
+            t0 = time.monotonic()
+            result = stack.preview(policy_packs=fleet.policy_packs, on_event=_planned(steps, planned), diff=False)
+            outcome.preview_seconds = time.monotonic() - t0
+            outcome.changes, outcome.steps = changes_of(result.change_summary), steps
+            outcome.phase = "guardrails"
+            mandatory, outcome.advisories = judge(root, planned)
+            if mandatory:
+                outcome.error = f"{len(mandatory)} mandatory guardrail violation(s): " + "; ".join(mandatory)
+                return outcome
+            if task.operation == "preview" or (task.operation == "check" and not steps):
+                outcome.ok = True
+                if task.operation == "preview":
+                    return outcome
+            else:
+                outcome.phase = "update"
+                t0 = time.monotonic()
+                up = _when_unlocked(
+                    lambda: stack.up(policy_packs=fleet.policy_packs, show_secrets=False), task.deadline
+                )
+                outcome.update_seconds = time.monotonic() - t0
+                outcome.changes = changes_of(up.summary.resource_changes)
+                outcome.ok = True
+            outcome.phase = "health"
+            return _health(task, ctx, stack, outcome)
+    except auto.CommandError as exc:
+        outcome.ok, outcome.error = False, _errors(exc)
+        if isinstance(exc, auto.ConcurrentUpdateError):
+            outcome.error = (
+                f"the stack stayed locked by another update until the deadline (if that update's process was "
+                f"killed, `pulumi cancel --stack {task.stack}` clears its lock): {outcome.error}"
+            )
+        return outcome
+    except Exception as exc:  # a worker reports every failure as the site's outcome instead of dying
+        outcome.ok, outcome.error = False, f"{type(exc).__name__}: {exc}"
+        return outcome
+    finally:
+        outcome.finished_at = time.time()
+
+
+LOCK_RETRY_SECONDS = 5.0
+
+
+def _when_unlocked(update: Callable[[], auto.UpResult], deadline: float | None) -> auto.UpResult:
+    """Runs the update, waiting while another update holds the stack's lock (one started outside edgefm, or one
+    whose controller died and that is still finishing) until the deadline; state is never touched meanwhile."""
+    stop = deadline if deadline is not None else time.time() + 600
+    while True:
+        try:
+            return update()
+        except auto.ConcurrentUpdateError:
+            if time.time() + LOCK_RETRY_SECONDS > stop:
+                raise
+            time.sleep(LOCK_RETRY_SECONDS)
+
+
+def _health(task: SiteTask, ctx: SiteContext, stack: auto.Stack, outcome: SiteOutcome) -> SiteOutcome:
+    health = HealthGate.model_validate(task.health) if task.health is not None else None
+    if health is None or task.operation == "preview":
+        return outcome
+    t0 = time.monotonic()
+    workloads = None
+    if health.workloads and ctx.render_root is None:
+        output = stack.outputs().get("kubeconfig")
+        if output is None or not output.value:
+            outcome.ok, outcome.error = False, "the site exports no kubeconfig: its cluster cannot be checked"
+            return outcome
+        workloads = ClusterWorkloads(str(output.value))
+    verdict = gate(task.stack.removeprefix("site-"), health, workloads, task.deadline or time.time() + 600)
+    outcome.health_seconds = time.monotonic() - t0
+    if not verdict.healthy:
+        outcome.ok, outcome.error = False, "unhealthy: " + "; ".join(verdict.problems[:10])
+    elif task.deadline is not None and time.time() > task.deadline:
+        outcome.ok, outcome.error = False, "progress deadline passed before the site was healthy"
+    return outcome
+
+
+def _drift(task: SiteTask, stack: auto.Stack, outcome: SiteOutcome) -> SiteOutcome:
+    drifted: list[dict[str, Any]] = []
+
+    def on_event(event: auto.EngineEvent) -> None:
+        for meta in (
+            event.resource_pre_event.metadata if event.resource_pre_event else None,
+            event.res_outputs_event.metadata if event.res_outputs_event else None,
+        ):
+            if meta is not None and (meta.op.value in CHANGE_OPS or meta.diffs):
+                entry = {"urn": meta.urn, "type": meta.type, "op": meta.op.value, "keys": sorted(meta.diffs or [])}
+                if entry not in drifted:
+                    drifted.append(entry)
+
+    t0 = time.monotonic()
+    outcome.phase = task.operation
+    if task.operation == "drift":
+        result = stack.preview_refresh(on_event=on_event, show_secrets=False)
+        outcome.changes = changes_of(result.change_summary)
+        outcome.preview_seconds = time.monotonic() - t0
+    else:
+        up = stack.up(refresh=True, on_event=on_event, show_secrets=False)
+        outcome.changes = changes_of(up.summary.resource_changes)
+        outcome.update_seconds = time.monotonic() - t0
+    outcome.drift, outcome.ok = drifted, True
+    return outcome

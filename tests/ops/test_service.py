@@ -1,0 +1,110 @@
+"""FleetService on a real PostgreSQL (no workers): rollouts queued, operator actions, approvals, audit."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from edgefm.ops.service import FleetService
+from edgefm.ops.strategy import RolloutStrategy
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def service(postgres: str) -> FleetService:
+    # A database of its own per test, on the session's server.
+    name = f"t{uuid.uuid4().hex[:10]}"
+    admin = create_engine(postgres.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return FleetService(postgres.rsplit("/", 1)[0] + f"/{name}", ROOT)
+
+
+def test_start_rollout_queues_the_controller_and_returns_at_once(service: FleetService) -> None:
+    strategy = RolloutStrategy(canary=["site-bridge-south"], approve=["wave=2"], max_concurrency="50%")
+    rollout_id = service.start_rollout(strategy, "ana")
+    view = service.rollout(rollout_id)
+    assert view is not None and view.state == "queued" and view.actor == "ana"
+    assert [g.name for g in view.groups] == ["hub", "canary", "wave=1", "wave=2", "wave=3"]
+    assert view.strategy == strategy.model_copy(update={})
+    with service.journal.engine.connect() as conn:
+        jobs = conn.execute(text("SELECT task_name, lock, queueing_lock, status FROM procrastinate_jobs")).all()
+    assert [tuple(j) for j in jobs] == [
+        ("edgefm:edgefm.rollout", f"rollout:{rollout_id}", f"rollout:{rollout_id}", "todo")
+    ]
+    assert [r.id for r in service.rollouts()] == [rollout_id]
+    events = service.events(rollout_id)
+    assert [e.seq for e in events] == [1] and events[0].kind == "rollout.created"
+
+
+def test_approval_is_refused_to_the_starter_and_recorded(service: FleetService) -> None:
+    rollout_id = service.start_rollout(RolloutStrategy(canary=["site-bridge-south"], approve=["wave=2"]), "ana")
+    with pytest.raises(PermissionError, match=f"ana started rollout {rollout_id} and cannot approve it"):
+        service.approve(rollout_id, "ana")
+    service.approve(rollout_id, "ben")
+    view = service.rollout(rollout_id)
+    assert view is not None
+    assert {g.name: g.approved_by for g in view.groups}["wave=2"] == "ben"
+    with pytest.raises(ValueError, match=r"no group of rollout \w+ waits for an approval"):
+        service.approve(rollout_id, "ben")
+    log = service.audit_log(10)
+    assert [(e.actor, e.action, e.result) for e in reversed(log)] == [
+        ("ana", "rollout.start", "queued: 5 stack(s), 5 group(s)"),
+        ("ana", "rollout.approve", f"refused: ana started rollout {rollout_id} and cannot approve it"),
+        ("ben", "rollout.approve", "approved group wave=2"),
+        ("ben", "rollout.approve", f"refused: no group of rollout {rollout_id} waits for an approval"),
+    ]
+
+
+def test_pause_resume_abort_and_unknown_rollouts(service: FleetService) -> None:
+    rollout_id = service.start_rollout(RolloutStrategy(canary=["site-bridge-south"]), "ana")
+    service.pause(rollout_id, "ana")
+    assert service.rollout(rollout_id).desired == "paused"  # type: ignore[union-attr]
+    service.resume(rollout_id, "ana")
+    service.abort(rollout_id, "ben")
+    assert service.rollout(rollout_id).desired == "aborted"  # type: ignore[union-attr]
+    kinds = [e.kind for e in service.events(rollout_id)]
+    assert kinds == [
+        "rollout.created",
+        "rollout.paused-requested",
+        "rollout.running-requested",
+        "rollout.aborted-requested",
+    ]
+    # Resume re-queues the controller only once: the queueing lock holds while one waits.
+    with service.journal.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM procrastinate_jobs")).scalar_one() == 1
+    with pytest.raises(LookupError, match="no rollout 'nope'"):
+        service.pause("nope", "ana")
+    assert service.audit_log(1)[0].result == "refused: no such rollout"
+
+
+def test_preview_jobs_are_queued_per_stack_with_its_lock(service: FleetService) -> None:
+    job_id = service.start_preview(["site-bridge-north", "site-viaduct-cpu"], "ana")
+    runs = service.site_runs("site-bridge-north")
+    assert [(r.run_id, r.operation, r.state) for r in runs] == [(job_id, "preview", "running")]
+    with service.journal.engine.connect() as conn:
+        locks = sorted(r[0] for r in conn.execute(text("SELECT lock FROM procrastinate_jobs")))
+    assert locks == ["stack:site-bridge-north", "stack:site-viaduct-cpu"]
+    with pytest.raises(ValueError, match="no such stack"):
+        service.start_preview(["site-nowhere"], "ana")
+
+
+def test_event_data_is_redacted(service: FleetService) -> None:
+    from edgefm.ops.journal import Batch
+
+    rollout_id = service.start_rollout(RolloutStrategy(canary=["site-bridge-south"]), "ana")
+    batch = Batch()
+    batch.event(
+        rollout_id,
+        "site.output",
+        "outputs",
+        data={"kubeconfig": "apiVersion: v1", "endpoint": "x", "nested": {"secretAccessKey": "k", "ok": 1}},
+    )
+    service.journal.write(batch)
+    data = service.events(rollout_id, after_seq=1)[0].data
+    assert data == {"kubeconfig": "[secret]", "endpoint": "x", "nested": {"secretAccessKey": "[secret]", "ok": 1}}
