@@ -12,10 +12,10 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from edgefm.model.problems import ConfigError
 from edgefm.ops.lab import pki
 from edgefm.ops.lab.nodes import GPU_PRODUCT_LABEL, GPU_RESOURCE, SITE_LABEL
 from edgefm.ops.lab.runtime import Lab, LabError, load_tools, write_kubeconfig
-from edgefm.problems import ConfigError
 from tests.harness import ROOT
 
 

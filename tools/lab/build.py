@@ -1,6 +1,6 @@
 """`make lab-tools`: the fleet lab's binaries, kwok stages and CRDs, built from pinned Go modules into a cache.
 
-Run as ``python tools/lab/build.py`` (``--status`` reports without building). Sources are pinned in
+Run as ``python -m tools.lab.build`` (``--status`` reports without building). Sources are pinned in
 ``tools/lab/pins.toml``. Where each binary comes from, first match wins:
 
 1. ``$EDGEFM_LAB_BIN``: a directory holding all of them, used as it is (nothing is built);
@@ -22,36 +22,29 @@ worktrees, `make -j`) wait for each other instead of building twice.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+
+from tools.gobuild import BuildError, Go, cache_root, install_file, locked, make_wrapper, write_wrapper
 
 PINS_FILE: Final = Path(__file__).resolve().parent / "pins.toml"
 SCHEMA: Final = 1  # bump when the stamp or manifest layout changes, so old caches rebuild
 BIN_ENV: Final = "EDGEFM_LAB_BIN"
 CACHE_ENV: Final = "EDGEFM_LAB_CACHE"
-TAIL_LINES: Final = 30
-
-
-class BuildError(RuntimeError):
-    """A step failed; the message names it and ends with the tail of the tool's log."""
 
 
 def cache_dir(env: Mapping[str, str] = os.environ) -> Path:
     if env.get(CACHE_ENV):
         return Path(env[CACHE_ENV]).expanduser()
-    base = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "edgefm" / "lab"
+    return cache_root() / "lab"
 
 
 # ----------------------------------------------------------------------------------------------- pins
@@ -92,7 +85,7 @@ def load_pins(path: Path = PINS_FILE) -> Pins:
     try:
         doc: dict[str, Any] = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise BuildError(f"{path}: cannot read the lab pins: {exc}") from None
+        raise BuildError("pins", f"{path}: cannot read the lab pins: {exc}") from None
     try:
         sources = [
             GoSource(
@@ -109,7 +102,7 @@ def load_pins(path: Path = PINS_FILE) -> Pins:
         stages = FileSource(kwok["module"], kwok["version"], tuple(kwok["stages"]))
         crds = [FileSource(c["module"], c["version"], tuple(c["files"])) for c in doc["crds"]]
     except (KeyError, TypeError) as exc:
-        raise BuildError(f"{path}: missing or malformed entry {exc}") from None
+        raise BuildError("pins", f"{path}: missing or malformed entry {exc}") from None
     return Pins(sources, stages, crds)
 
 
@@ -126,111 +119,61 @@ class Progress:
         print(f"{time.monotonic() - self.started:7.1f}s {step:<24} {message}", file=sys.stderr, flush=True)
 
 
-@contextlib.contextmanager
-def locked(directory: Path) -> Iterator[None]:
-    """Holds an exclusive lock on `directory` so concurrent builders wait instead of racing."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with (directory / ".lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _tail(path: Path) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-TAIL_LINES:])
-    except OSError:
-        return ""
-
-
-def run_logged(step: str, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path) -> None:
-    """Runs a tool with its output appended to `log`; a failure raises with the log's tail."""
-    with log.open("a") as out:
-        out.write(f"$ {' '.join(argv)}\n")
-        out.flush()
-        code = subprocess.call(list(argv), cwd=cwd, env=dict(env), stdout=out, stderr=subprocess.STDOUT)
-    if code != 0:
-        raise BuildError(f"{step}: `{' '.join(argv[:3])} …` exited {code} (log: {log})\n{_tail(log)}")
-
-
-def go_env(cache: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"GOCACHE": str(cache / "gocache"), "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod -buildvcs=false"})
-    env.pop("GOWORK", None)
-    return env
-
-
-def module_dir(module: str, version: str, env: Mapping[str, str]) -> Path:
+def module_dir(go: Go, module: str, version: str) -> Path:
     """Downloads `module@version` through the module proxy (or finds it in GOMODCACHE) and returns its dir."""
-    try:
-        out = subprocess.run(
-            ["go", "mod", "download", "-json", f"{module}@{version}"],
-            env=dict(env),
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd="/",
-        )
-    except FileNotFoundError:
-        raise BuildError("go is not on PATH: the lab's binaries are built with the Go toolchain") from None
-    info = json.loads(out.stdout or "{}") if out.stdout.strip().startswith("{") else {}
-    if out.returncode != 0 or "Dir" not in info:
-        reason = info.get("Error") or out.stderr.strip() or "no module directory"
-        raise BuildError(f"{module}@{version}: cannot download: {reason}")
+    info = go.download(f"{module}@{version}", step=module)
+    if info is None:
+        raise BuildError(module, f"the Go module proxy does not serve {module}@{version} (tools/lab/pins.toml)")
     return Path(info["Dir"])
 
 
-def go_build_pinned(
-    *,
-    name: str,
-    module: str,
-    version: str,
-    package: str,
-    output: Path,
-    cache: Path,
-    ldflags_x: Sequence[str] = (),
-    replaces: Mapping[str, str] | None = None,
-    log: Path,
-) -> None:
-    """Builds `package` from `module@version` into `output` through a wrapper module.
-
-    The wrapper requires the module, applies `replaces` (module -> version), imports the package under a
-    build tag so `go mod tidy` resolves its whole graph, and builds it statically with -trimpath.
-    """
-    work = cache / "build" / name
-    work.mkdir(parents=True, exist_ok=True)
-    lines = [f"module edgefm.local/lab/{name}", "", "go 1.26", "", f"require {module} {version}", ""]
-    if replaces:
-        lines += ["replace (", *(f"\t{m} => {m} {v}" for m, v in sorted(replaces.items())), ")", ""]
-    gomod = "\n".join(lines)
-    imports = f'//go:build tools\n\npackage tools\n\nimport _ "{package}"\n'
-    # Rewrite (and re-tidy) only when the wrapper changes: tidy resolves the whole graph, which takes time.
-    previous = (work / "go.mod.in").read_text() if (work / "go.mod.in").exists() else None
-    if previous != gomod:
-        (work / "go.mod").write_text(gomod)
-        (work / "tools.go").write_text(imports)
-        run_logged(f"{name}: go mod tidy", ["go", "mod", "tidy"], cwd=work, env=go_env(cache), log=log)
-        (work / "go.mod.in").write_text(gomod)
-    flags = " ".join(["-s", "-w", *(f"-X {x}" for x in ldflags_x)])
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".partial")
-    argv = ["nice", "-n", "10", "go", "build", "-trimpath", "-ldflags", flags, "-o", str(partial), package]
-    run_logged(f"{name}: go build", argv, cwd=work, env=go_env(cache), log=log)
-    partial.replace(output)
-
-
-def staging_replaces(kubernetes_dir: Path, staging_version: str) -> dict[str, str]:
-    """Every `k8s.io/<x> => ./staging/...` replace of kubernetes' own go.mod, pointed at the published release."""
-    out: dict[str, str] = {}
+def staging_replaces(kubernetes_dir: Path, staging_version: str) -> list[str]:
+    """`go mod edit` flags pointing every `k8s.io/<x> => ./staging/...` replace of kubernetes' own go.mod at the
+    published release of that staging module."""
+    out: list[str] = []
     for line in (kubernetes_dir / "go.mod").read_text().splitlines():
         parts = line.split()
         if len(parts) >= 3 and parts[1] == "=>" and parts[2].startswith("./staging/"):
-            out[parts[0]] = staging_version
+            out.append(f"-replace={parts[0]}={parts[0]}@{staging_version}")
     if not out:
-        raise BuildError(f"{kubernetes_dir}/go.mod lists no staging modules: is this k8s.io/kubernetes?")
+        raise BuildError("kubernetes", f"{kubernetes_dir}/go.mod lists no staging modules")
     return out
+
+
+def build_binary(go: Go, cache: Path, src: GoSource, name: str, log: Path) -> None:
+    """Builds one binary through a wrapper module (exact requirement, tidied, checked) into cache/bin."""
+    work = cache / "build" / src.key
+    edits: list[str] = []
+    if src.staging_version:
+        edits = staging_replaces(module_dir(go, src.module, src.version), src.staging_version)
+    # The wrapper is made (and tidied: that resolves the whole graph) once per pin; the build cache makes the
+    # builds after it cheap.
+    if not _wrapper_current(work, src, edits):
+        write_wrapper(work, src.binaries[name])
+        # Every binary of the source is imported, so tidy keeps the dependencies of all of them.
+        (work / "tools.go").write_text(
+            "//go:build tools\n\npackage tools\n\nimport (\n"
+            + "".join(f'\t_ "{pkg}"\n' for pkg in sorted(src.binaries.values()))
+            + ")\n"
+        )
+        requires = [f"{src.module}@{src.version}"]
+        make_wrapper(go, work, name=f"lab-{src.key}", requires=requires, edits=edits, step=name, log=log)
+        (work / ".pins").write_text(_wrapper_key(src, edits))
+    flags = " ".join(["-s", "-w", *(f"-X {x}" for x in src.ldflags_x)])
+    out = work / "out" / name
+    go("build", "-trimpath", "-ldflags", flags, "-o", str(out), src.binaries[name], step=name, cwd=work, log=log)
+    install_file(out, cache / "bin" / name)
+
+
+def _wrapper_key(src: GoSource, edits: Sequence[str]) -> str:
+    return json.dumps({"module": src.module, "version": src.version, "edits": list(edits), "schema": SCHEMA})
+
+
+def _wrapper_current(work: Path, src: GoSource, edits: Sequence[str]) -> bool:
+    try:
+        return (work / ".pins").read_text() == _wrapper_key(src, edits) and (work / "go.sum").is_file()
+    except OSError:
+        return False
 
 
 # --------------------------------------------------------------------------------------------- stamps
@@ -300,12 +243,12 @@ def build(pins: Pins, cache: Path, progress: Progress, env: Mapping[str, str] = 
     with locked(cache):
         logs = cache / "build" / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        genv = go_env(cache)
+        go = Go(cache / "gocache", cache / "build")
         choices = choose(pins, cache, env)
         if given:
             missing = [c.name for c in choices if c.origin == "missing"]
             if missing:
-                raise BuildError(f"${BIN_ENV}={given} lacks executable {', '.join(missing)}")
+                raise BuildError(BIN_ENV, f"{given} lacks executable {', '.join(missing)}")
         sources = pins.binaries()
         for choice in choices:
             if choice.origin != "missing":
@@ -314,36 +257,23 @@ def build(pins: Pins, cache: Path, progress: Progress, env: Mapping[str, str] = 
             src = sources[choice.name]
             log = logs / f"{choice.name}.log"
             log.write_text("")
-            progress(
-                choice.name, f"building {src.binaries[choice.name]} from {src.module}@{src.version} (log: {log}) …"
-            )
+            package = src.binaries[choice.name]
+            progress(choice.name, f"building {package} from {src.module}@{src.version} (log: {log}) …")
             started = time.monotonic()
-            replaces = None
-            if src.staging_version:
-                replaces = staging_replaces(module_dir(src.module, src.version, genv), src.staging_version)
-            go_build_pinned(
-                name=src.key,
-                module=src.module,
-                version=src.version,
-                package=src.binaries[choice.name],
-                output=cache / "bin" / choice.name,
-                cache=cache,
-                ldflags_x=src.ldflags_x,
-                replaces=replaces,
-                log=log,
-            )
+            build_binary(go, cache, src, choice.name, log)
             _write_stamp(cache, choice.name, _wanted(src, choice.name))
             progress(choice.name, f"built in {time.monotonic() - started:.0f}s")
-        stages = _copy_files(pins.stages, cache / "stages", genv)
+        stages = _copy_files(go, pins.stages, cache / "stages")
         progress("kwok stages", f"{len(stages)} from {pins.stages.module}@{pins.stages.version}")
         crds: list[str] = []
         for src_files in pins.crds:
-            crds += _copy_files(src_files, cache / "crds", genv)
+            crds += _copy_files(go, src_files, cache / "crds")
             progress("crds", f"{len(src_files.files)} from {src_files.module}@{src_files.version}")
+        final = choose(pins, cache, env)
         manifest = {
             "schema": SCHEMA,
-            "binaries": {c.name: str(c.path) for c in choose(pins, cache, env)},
-            "origins": {c.name: c.origin for c in choose(pins, cache, env)},
+            "binaries": {c.name: str(c.path) for c in final},
+            "origins": {c.name: c.origin for c in final},
             "versions": {s.key: f"{s.module}@{s.version}" for s in pins.sources},
             "stages": stages,
             "crds": crds,
@@ -353,17 +283,18 @@ def build(pins: Pins, cache: Path, progress: Progress, env: Mapping[str, str] = 
         return manifest
 
 
-def _copy_files(src: FileSource, dest: Path, env: Mapping[str, str]) -> list[str]:
+def _copy_files(go: Go, src: FileSource, dest: Path) -> list[str]:
     """Copies files out of a module, under <dest>/<module path>@<version>/<file name>; returns their paths."""
     target = dest / f"{src.module.replace('/', '_')}@{src.version}"
     wanted = [target / Path(f).name for f in src.files]
     if not all(p.is_file() for p in wanted):
-        root = module_dir(src.module, src.version, env)
+        root = module_dir(go, src.module, src.version)
         target.mkdir(parents=True, exist_ok=True)
         for rel, out in zip(src.files, wanted, strict=True):
             if not (root / rel).is_file():
-                raise BuildError(f"{src.module}@{src.version} has no file {rel} (tools/lab/pins.toml)")
+                raise BuildError(src.module, f"{src.module}@{src.version} has no file {rel} (tools/lab/pins.toml)")
             shutil.copyfile(root / rel, out)
+            out.chmod(0o644)  # the module cache is read-only; the copy need not be
     return [str(p) for p in wanted]
 
 
@@ -378,7 +309,7 @@ def status(pins: Pins, cache: Path, env: Mapping[str, str] = os.environ) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tools/lab/build.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.lab.build", description=__doc__.splitlines()[0])
     parser.add_argument("--status", action="store_true", help="report what is there; build nothing")
     parser.add_argument("--pins", type=Path, default=PINS_FILE, help="pins file (default: tools/lab/pins.toml)")
     args = parser.parse_args(argv)
@@ -390,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         build(pins, cache, Progress())
     except BuildError as exc:
         print(f"lab-tools: {exc}", file=sys.stderr)
+        if exc.tail:
+            print(exc.tail, file=sys.stderr)
         return 1
     return 0
 

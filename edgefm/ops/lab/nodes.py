@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgefm.config import SiteSpec
-from edgefm.placement import ResolvedSite
+from edgefm.model.config import SiteSpec
+from edgefm.model.placement import ResolvedSite
 
 # The appliance spec names each node's GPUs but not its size; the lab gives every node this much.
 NODE_CPU = "32"

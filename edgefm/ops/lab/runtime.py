@@ -34,12 +34,12 @@ from typing import Any, Final
 
 import yaml
 
+from edgefm.model.placement import PLACEMENT_FILE, load_policy
+from edgefm.model.problems import ConfigError
+from edgefm.model.stacks import HUB_STACK, check_fleet, lab_kubeconfig_path, site_stack_files, stack_file
 from edgefm.ops.lab import pki
 from edgefm.ops.lab.kubeapi import Credentials, KubeApi, KubeApiError
 from edgefm.ops.lab.nodes import CONTROLLER_STAGES, GPU_RESOURCE, ClusterPlan, hub_plan, site_plan
-from edgefm.placement import PLACEMENT_FILE, load_policy
-from edgefm.problems import ConfigError
-from edgefm.stacks import HUB_STACK, check_fleet, site_stack_files, stack_file
 
 CACHE_ENV: Final = "EDGEFM_LAB_CACHE"
 MANIFEST: Final = "lab.json"
@@ -164,7 +164,7 @@ class ClusterState:
 
     @property
     def kubeconfig(self) -> Path:
-        return self.directory / "kubeconfig"
+        return lab_kubeconfig_path(self.directory.parent, self.stack)
 
     @property
     def server(self) -> str:
@@ -274,7 +274,7 @@ class Lab:
         return ClusterState.load(stack, self.dir / stack)
 
     def kubeconfig(self, stack: str) -> Path:
-        return self.dir / stack / "kubeconfig"
+        return lab_kubeconfig_path(self.dir, stack)
 
     # ---------------------------------------------------------------------------------------------- up
 
