@@ -11,6 +11,7 @@ from rich.table import Table
 
 from edgefm.cli.console import err, out
 from edgefm.cli.fleet import fleet_app
+from edgefm.cli.lab import lab_app
 from edgefm.cli.models import models_app
 from edgefm.cli.portal import portal_app
 from edgefm.model.placement import PLACEMENT_FILE, PlacementPolicy, load_policy
@@ -33,6 +34,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pret
 app.add_typer(models_app, name="models")
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(portal_app, name="portal")
+app.add_typer(lab_app, name="lab")
 
 PlacementOpt = Annotated[Path, typer.Option("--placement", help="Placement policy file.")]
 StacksOpt = Annotated[Path, typer.Option("--stacks-dir", help="Directory of Pulumi.<stack>.yaml files.")]

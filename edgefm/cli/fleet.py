@@ -24,17 +24,25 @@ RenderRoot = Annotated[
     typer.Option("--render-root", help="Render manifests under DIR/<stack> instead of applying them."),
 ]
 Root = Annotated[Path, typer.Option("--root", help="The edgefm checkout.")]
+Lab = Annotated[
+    bool, typer.Option("--lab", help="Apply to the fleet lab's clusters (`edgefm lab up`) instead of the sites'.")
+]
 OPS = ("create", "update", "replace", "delete", "same")
 
 
-def _fleet(root: Path, render_root: Path | None) -> Fleet:
+def _fleet(root: Path, render_root: Path | None, lab: bool = False) -> Fleet:
     from edgefm.ops.engine import EngineNotReady, require_manifest, workspace_options
+    from edgefm.ops.lab.runtime import default_lab_dir
 
+    if lab and render_root is not None:
+        err.print("--lab and --render-root exclude each other: a run applies to the lab or renders manifests")
+        raise typer.Exit(2)
     try:
         manifest = require_manifest()
         # Where the engine cannot start the Python pack, the fleet's own evaluation of it still gates every plan.
         packs = [root / GUARDRAILS] if manifest.runs_python_policy_packs else []
-        return Fleet(root, workspace_options, render_root=render_root, policy_packs=packs)
+        lab_dir = default_lab_dir(root.resolve()) if lab else None
+        return Fleet(root, workspace_options, render_root=render_root, policy_packs=packs, lab_dir=lab_dir)
     except EngineNotReady as exc:
         err.print(str(exc))
         raise typer.Exit(2) from None
@@ -60,8 +68,8 @@ def _table(title: str, runs: list[StackRun]) -> Table:
     return table
 
 
-def _each(operation: str, stacks: list[str] | None, root: Path, render_root: Path | None) -> None:
-    fleet = _fleet(root, render_root)
+def _each(operation: str, stacks: list[str] | None, root: Path, render_root: Path | None, lab: bool = False) -> None:
+    fleet = _fleet(root, render_root, lab)
     names = stacks or fleet.stacks()
     runs: list[StackRun] = []
     failed = False
@@ -88,15 +96,15 @@ def _each(operation: str, stacks: list[str] | None, root: Path, render_root: Pat
 
 
 @fleet_app.command()
-def preview(stacks: Stacks = None, render_root: RenderRoot = None, root: Root = Path(".")) -> None:
+def preview(stacks: Stacks = None, render_root: RenderRoot = None, lab: Lab = False, root: Root = Path(".")) -> None:
     """Preview each stack and judge the plan with the guardrails."""
-    _each("preview", stacks, root, render_root)
+    _each("preview", stacks, root, render_root, lab)
 
 
 @fleet_app.command()
-def up(stacks: Stacks = None, render_root: RenderRoot = None, root: Root = Path(".")) -> None:
+def up(stacks: Stacks = None, render_root: RenderRoot = None, lab: Lab = False, root: Root = Path(".")) -> None:
     """Preview (guardrails) then update each stack, the hub first."""
-    _each("up", stacks, root, render_root)
+    _each("up", stacks, root, render_root, lab)
 
 
 @fleet_app.command()
@@ -105,6 +113,7 @@ def rollout(
     wave_label: Annotated[str, typer.Option("--wave-label", help="Site label that orders the waves.")] = "wave",
     max_failures: Annotated[int, typer.Option("--max-failures", min=0, help="Failed sites tolerated.")] = 0,
     render_root: RenderRoot = None,
+    lab: Lab = False,
     root: Root = Path("."),
 ) -> None:
     """Roll changes out in waves: the hub first, then each wave of sites previewed whole, then updated;
@@ -112,7 +121,7 @@ def rollout(
     from edgefm.ops.rollout import Wave, site_labels, waves_of
     from edgefm.ops.rollout import rollout as run_waves
 
-    fleet = _fleet(root, render_root)
+    fleet = _fleet(root, render_root, lab)
     names = stacks or fleet.stacks()
     waves = waves_of(site_labels(root, names), wave_label)
     if HUB_STACK in names:
@@ -134,7 +143,8 @@ def rollout(
 def destroy(
     stacks: Annotated[list[str], typer.Argument(help="Stacks to destroy.")],
     render_root: RenderRoot = None,
+    lab: Lab = False,
     root: Root = Path("."),
 ) -> None:
     """Destroy stacks, keeping protected resources (a site's datasets bucket)."""
-    _each("destroy", stacks, root, render_root)
+    _each("destroy", stacks, root, render_root, lab)
