@@ -58,12 +58,18 @@ def engine_errors(text: str) -> str:
 
 
 def _table(title: str, runs: list[StackRun]) -> Table:
-    columns = ["stack", "operation", *OPS, "seconds", "manifests written", "advisories"]
+    columns = ["stack", "operation", *OPS, "seconds", "manifests written", "advisories", "unschedulable"]
     table = Table(*columns, title=title, box=None, title_justify="left")
     for run in runs:
         counts = [str(run.changes.get(op, 0)) for op in OPS]
         table.add_row(
-            run.stack, run.operation, *counts, f"{run.seconds:.1f}", str(run.manifests), str(len(run.advisories))
+            run.stack,
+            run.operation,
+            *counts,
+            f"{run.seconds:.1f}",
+            str(run.manifests),
+            str(len(run.advisories)),
+            str(len(run.unschedulable)),
         )
     return table
 
@@ -90,6 +96,8 @@ def _each(operation: str, stacks: list[str] | None, root: Path, render_root: Pat
             failed = True
         for advisory in runs[-1].advisories if runs and runs[-1].stack == name else []:
             out.print(f"  advisory: {advisory}", markup=False)
+        for pod in runs[-1].unschedulable if runs and runs[-1].stack == name else []:
+            err.print(f"  {name}: stays Pending, no node can run it: {pod}", markup=False)
     out.print(_table(f"edgefm fleet {operation}", runs), width=TABLE_WIDTH)
     if failed:
         raise typer.Exit(1)

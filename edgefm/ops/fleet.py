@@ -34,6 +34,8 @@ class StackRun:
     outputs: dict[str, object] = field(default_factory=dict)
 
     advisories: list[str] = field(default_factory=list)
+    # In the lab: pods of the stack's cluster the scheduler cannot place after the update, with the reason.
+    unschedulable: list[str] = field(default_factory=list)
 
 
 class PolicyViolation(Exception):
@@ -129,7 +131,18 @@ class Fleet:
         changes = _count(result.summary.resource_changes)
         outputs = {k: ("[secret]" if v.secret else v.value) for k, v in result.outputs.items()}
         seconds = time.monotonic() - started
-        return StackRun(name, "update", changes, seconds, self._manifests(name), outputs, judged.advisories)
+        unschedulable = self._unschedulable(name)
+        return StackRun(
+            name, "update", changes, seconds, self._manifests(name), outputs, judged.advisories, unschedulable
+        )
+
+    def _unschedulable(self, name: str) -> list[str]:
+        """In the lab, what the update left that no node can run (a real site's scheduler would say the same)."""
+        if self.lab_dir is None:
+            return []
+        from edgefm.ops.lab.runtime import Lab
+
+        return Lab(self.root, self.lab_dir).unschedulable(name)
 
     def destroy(self, name: str, on_output: Callable[[str], None] | None = None) -> StackRun:
         """Destroys everything but protected resources (the datasets bucket), which stay in state."""

@@ -601,6 +601,42 @@ class Lab:
         if child is not None and child.poll() is not None:
             del self._children[pid]
 
+    # ---------------------------------------------------------------------------------------- scheduling
+
+    def unschedulable(self, stack: str, settle: float = 15.0) -> list[str]:
+        """Pods of the stack's cluster the scheduler cannot place, with its reason, once scheduling has settled:
+        every Job has started a pod and no Pending pod is still waiting for its first scheduling attempt."""
+        state = self.cluster(stack)
+        if "apiserver" not in state.ports:
+            raise LabError(f"{stack}: the lab has no cluster for this stack: run `edgefm lab up`")
+        api = self._api(state)
+        deadline = time.monotonic() + settle
+        try:
+            while True:
+                pods = api.items("api/v1/pods")
+                jobs = api.items("apis/batch/v1/jobs")
+                waiting_jobs = [
+                    j
+                    for j in jobs
+                    if not any((j.get("status") or {}).get(k) for k in ("active", "succeeded", "failed", "ready"))
+                    and not (j.get("spec") or {}).get("suspend")
+                ]
+                undecided = [p for p in pods if _phase(p) == "Pending" and _scheduled_condition(p) is None]
+                if (not waiting_jobs and not undecided) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+        except KubeApiError as exc:
+            raise LabError(f"{stack}: {exc}") from None
+        finally:
+            api.close()
+        out: list[str] = []
+        for pod in pods:
+            cond = _scheduled_condition(pod)
+            if _phase(pod) == "Pending" and cond is not None and cond.get("reason") == "Unschedulable":
+                meta = pod["metadata"]
+                out.append(f"{meta['namespace']}/{meta['name']}: {cond.get('message', 'unschedulable')}")
+        return sorted(out)
+
     # ------------------------------------------------------------------------------------------ status
 
     def status(self) -> list[ClusterStatus]:
@@ -651,6 +687,17 @@ class Lab:
             gpu_pods,
             sorted(pending),
         )
+
+
+def _phase(pod: Mapping[str, Any]) -> str:
+    return str((pod.get("status") or {}).get("phase", ""))
+
+
+def _scheduled_condition(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "PodScheduled":
+            return cond  # type: ignore[no-any-return]
+    return None
 
 
 def _ready_nodes(nodes: Sequence[Mapping[str, Any]]) -> int:
