@@ -70,15 +70,15 @@ def main() -> None:
                 f"RSS {rss_up[-1] / 2**30:.2f} GiB at up, {rss_settled[-1] / 2**30:.2f} GiB after {args.settle:.0f}s"
             )
     gib = 2**30
-    print(f"\n{clusters} clusters (hub + sites), {args.reps} repetitions, median (min–max):")
-    print(f"  fresh start   {statistics.median(fresh):.1f} s ({min(fresh):.1f}–{max(fresh):.1f})")
-    print(f"  restart       {statistics.median(restart):.1f} s ({min(restart):.1f}–{max(restart):.1f})")
+    print(f"\n{clusters} clusters (hub + sites), {args.reps} repetitions, median (min-max):")
+    print(f"  fresh start   {statistics.median(fresh):.1f} s ({min(fresh):.1f}-{max(fresh):.1f})")
+    print(f"  restart       {statistics.median(restart):.1f} s ({min(restart):.1f}-{max(restart):.1f})")
     print(
-        f"  RSS at up     {statistics.median(rss_up) / gib:.2f} GiB ({min(rss_up) / gib:.2f}–{max(rss_up) / gib:.2f})"
+        f"  RSS at up     {statistics.median(rss_up) / gib:.2f} GiB ({min(rss_up) / gib:.2f}-{max(rss_up) / gib:.2f})"
     )
     print(
         f"  RSS settled   {statistics.median(rss_settled) / gib:.2f} GiB "
-        f"({min(rss_settled) / gib:.2f}–{max(rss_settled) / gib:.2f})"
+        f"({min(rss_settled) / gib:.2f}-{max(rss_settled) / gib:.2f})"
     )
     print(
         "  per process (last rep, all clusters): "
