@@ -362,7 +362,6 @@ class Lab:
             f"--key-file={serving.key}",
             f"--trusted-ca-file={ca.cert}",
             "--client-cert-auth=true",
-            "--listen-metrics-urls=",
             # A lab's data is disposable; skipping fsync keeps a busy machine's disks out of the start time.
             "--unsafe-no-fsync=true",
             "--log-level=warn",
@@ -438,7 +437,7 @@ class Lab:
             "--manage-all-nodes=true",
             f"--cidr={POD_CIDR}",
             f"--config={','.join(str(c) for c in configs)}",
-            "--v=INFO",
+            "--v=WARN",
         ]
 
     def _launch(self, state: ClusterState, name: str, argv: Sequence[str]) -> None:
