@@ -28,6 +28,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -311,8 +312,10 @@ class Lab:
             self._launch(state, "kube-controller-manager", self._controller_manager_argv(state, tools, ca, sa))
             self._launch(state, "kube-scheduler", self._scheduler_argv(state, tools))
             self._launch(state, "kwok", self._kwok_argv(state, tools, stages))
-        for plan, state in to_start:
-            self._prepare(plan, state, tools, say)
+        # CRDs and nodes go to every cluster at once: each apiserver takes seconds to establish the CRDs.
+        with ThreadPoolExecutor(max_workers=max(1, len(to_start))) as pool:
+            for done in [pool.submit(self._prepare, p, s, tools, say) for p, s in to_start]:
+                done.result()
         for plan, state in to_start:
             self._wait_nodes(plan, state)
             say(plan.stack, f"{len(plan.nodes)} node(s) ready")
@@ -509,12 +512,11 @@ class Lab:
             wanted = {n.name for n in plan.nodes}
             for node in plan.nodes:
                 manifest = node.manifest()
-                status = manifest.pop("status")
+                # A node is created with its status (capacity, addresses), so kwok never sees it without them;
+                # on an existing node the status subresource carries them.
                 api.apply(manifest)
-                # Capacity and addresses are status: written through the status subresource.
-                api.apply(
-                    {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node.name}, "status": status}, status=True
-                )
+                status = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node.name}}
+                api.apply({**status, "status": manifest["status"]}, status=True)
             stale = [n["metadata"]["name"] for n in api.items("api/v1/nodes") if n["metadata"]["name"] not in wanted]
             for name in stale:
                 api.session.delete(f"{api.server}/api/v1/nodes/{name}", timeout=10)
