@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from edgefm.cli.console import err, out
 from edgefm.model.problems import ConfigError
@@ -16,7 +16,6 @@ from edgefm.ops.lab.runtime import ClusterStatus, Lab, LabError
 lab_app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 Root = Annotated[Path, typer.Option("--root", help="The edgefm checkout.")]
 LabDir = Annotated[Path | None, typer.Option("--lab-dir", help="Lab state (default: <root>/.state/lab).")]
-TABLE_WIDTH = 130
 
 
 def _lab(root: Path, lab_dir: Path | None) -> Lab:
@@ -34,10 +33,18 @@ def _fail(exc: Exception) -> typer.Exit:
 
 def clusters_table(statuses: list[ClusterStatus]) -> Table:
     table = Table(
-        "cluster", "health", "nodes ready", "deployments", "jobs", "GPU pods", "pending", "API", title="edgefm lab"
+        Column("cluster", no_wrap=True),
+        "health",
+        "nodes",
+        "deployments",
+        "jobs",
+        "GPU pods",
+        "pending",
+        title="edgefm lab, from each cluster's API: nodes Ready, Deployments available, Jobs complete, "
+        "GPU pods on GPU nodes, pods Pending",
+        box=None,
+        title_justify="left",
     )
-    table.box = None
-    table.title_justify = "left"
     for s in statuses:
         deployments = [w for w in s.workloads if w.kind == "Deployment"]
         jobs = [w for w in s.workloads if w.kind == "Job"]
@@ -46,35 +53,39 @@ def clusters_table(statuses: list[ClusterStatus]) -> Table:
             s.stack,
             "healthy" if s.healthy else (s.error or "down"),
             f"{s.nodes_ready}/{s.nodes}",
-            f"{sum(w.ok for w in deployments)}/{len(deployments)} available",
-            f"{sum(w.ok for w in jobs)}/{len(jobs)} complete",
-            f"{on_gpu}/{len(s.gpu_pods)} on GPU nodes",
+            f"{sum(w.ok for w in deployments)}/{len(deployments)}",
+            f"{sum(w.ok for w in jobs)}/{len(jobs)}",
+            f"{on_gpu}/{len(s.gpu_pods)}",
             str(len(s.pending)),
-            s.server or "-",
         )
     return table
 
 
 def workloads_table(statuses: list[ClusterStatus]) -> Table:
-    table = Table("cluster", "kind", "namespace/name", "state", "GPU node", title="what runs where")
-    table.box = None
-    table.title_justify = "left"
+    table = Table(
+        Column("cluster", no_wrap=True),
+        "workload",
+        "state",
+        "GPU node",
+        title="what runs where",
+        box=None,
+        title_justify="left",
+    )
     for s in statuses:
         for w in s.workloads:
             gpu_nodes = sorted(
                 {node for pod, (node, _gpu) in s.gpu_pods.items() if pod.startswith(f"{w.namespace}/{w.name}-")}
             )
             state = w.ready if w.ok else f"[red]{w.ready}[/red]"
-            table.add_row(
-                s.stack, w.kind, f"{w.namespace}/{w.name}", state, ", ".join(n or "Pending" for n in gpu_nodes)
-            )
+            where = ", ".join(n or "Pending" for n in gpu_nodes)
+            table.add_row(s.stack, f"{w.kind} {w.namespace}/{w.name}", state, where)
     return table
 
 
 def print_status(statuses: list[ClusterStatus], lab: Lab, detail: bool) -> None:
-    out.print(clusters_table(statuses), width=TABLE_WIDTH)
+    out.print(clusters_table(statuses))
     if detail and any(s.workloads for s in statuses):
-        out.print(workloads_table(statuses), width=TABLE_WIDTH)
+        out.print(workloads_table(statuses))
     for s in statuses:
         for pod in s.pending:
             out.print(f"  {s.stack}: pod {pod} is Pending", markup=False)
