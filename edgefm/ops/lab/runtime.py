@@ -309,6 +309,7 @@ class Lab:
         for plan, state in to_start:
             self._wait_ready(state)
             say(plan.stack, "kube-apiserver ready")
+            # Only now: the controller-manager gives up within seconds while RBAC's bootstrap roles are missing.
             self._launch(state, "kube-controller-manager", self._controller_manager_argv(state, tools, ca, sa))
             self._launch(state, "kube-scheduler", self._scheduler_argv(state, tools))
             self._launch(state, "kwok", self._kwok_argv(state, tools, stages))
@@ -505,12 +506,16 @@ class Lab:
         """Installs the CRDs and the fake nodes (server-side apply: re-applying changes nothing)."""
         api = self._api(state)
         try:
-            crds = 0
-            for path in tools.crds:
-                for doc in yaml.safe_load_all(path.read_text()):
-                    if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
-                        api.apply(doc)
-                        crds += 1
+            docs = [
+                doc
+                for path in tools.crds
+                for doc in yaml.safe_load_all(path.read_text())
+                if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition"
+            ]
+            # Concurrent applies let the apiserver fold the OpenAPI rebuilds each new CRD triggers.
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                list(pool.map(api.apply, docs))
+            crds = len(docs)
             wanted = {n.name for n in plan.nodes}
             for node in plan.nodes:
                 manifest = node.manifest()
