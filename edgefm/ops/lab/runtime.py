@@ -592,7 +592,6 @@ class Lab:
                     os.kill(proc.pid, signal.SIGTERM)
                 deadline = time.monotonic() + STOP_TIMEOUT
                 while proc.alive() and time.monotonic() < deadline:
-                    self._reap(proc.pid)
                     time.sleep(0.05)
                 if proc.alive():
                     with contextlib.suppress(ProcessLookupError):
@@ -605,8 +604,15 @@ class Lab:
         return stopped
 
     def _reap(self, pid: int) -> None:
+        """Collects the exit status of a process this Lab object started (others are their parent's to reap).
+
+        A Go process's main thread shows as a zombie before its other threads are gone, and only then can it be
+        reaped: so this waits (briefly) rather than polling once."""
         child = self._children.get(pid)
-        if child is not None and child.poll() is not None:
+        if child is None:
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=STOP_TIMEOUT)
             del self._children[pid]
 
     # ---------------------------------------------------------------------------------------- scheduling
