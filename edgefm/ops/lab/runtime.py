@@ -439,6 +439,9 @@ class Lab:
             str(tools.binaries["kwok"]),
             f"--kubeconfig={state.directory / 'kwok.kubeconfig'}",
             "--manage-all-nodes=true",
+            # Heartbeats through node Leases (the stage refreshes node status only every ten minutes): without
+            # them the node lifecycle controller marks every node NotReady after its grace period.
+            "--node-lease-duration-seconds=40",
             f"--cidr={POD_CIDR}",
             f"--config={','.join(str(c) for c in configs)}",
             "--v=WARN",
