@@ -50,7 +50,7 @@ portal-assets: $(PORTAL_VENDOR)/.installed
 chromium:
 	@test -x /usr/bin/chromium || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 # The fleet lab's control plane (kube-apiserver, controller-manager, scheduler, etcd, kwok) and the vendors' CRDs,
-# from the Go modules pinned in tools/lab/pins.toml into ~/.cache/edgefm/lab (cold: ~15 min; warm: instant).
+# from the Go modules pinned in tools/lab/pins.toml into ~/.cache/edgefm/lab (cold: 15-45 min; warm: instant).
 # Binaries in $$EDGEFM_LAB_BIN, or on PATH, are used as they are.
 lab-tools: install
 	$(BIN)/python -m tools.lab.build
