@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools tools-status minio portal-assets chromium lint typecheck unit test demo portal portal-screenshots bench clean workload-env workload-test workload-bench prometheus db bench-fleet
+.PHONY: install tools tools-status minio portal-assets chromium lint typecheck unit test demo portal portal-screenshots bench clean workload-env workload-test workload-bench prometheus db bench-fleet lab-tools lab-tools-status lab lab-status lab-down demo-render
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -56,6 +56,24 @@ prometheus: install
 db:
 	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+# The fleet lab's control plane (kube-apiserver, controller-manager, scheduler, etcd, kwok) and the vendors' CRDs,
+# from the Go modules pinned in tools/lab/pins.toml into ~/.cache/edgefm/lab (cold: 15-45 min; warm: instant).
+# Binaries in $$EDGEFM_LAB_BIN, or on PATH, are used as they are.
+lab-tools: install
+	$(BIN)/python -m tools.lab.build
+
+lab-tools-status: install
+	$(BIN)/python -m tools.lab.build --status
+
+# One real Kubernetes API per stack (the hub and every site) on 127.0.0.1, state in .state/lab/.
+lab: lab-tools
+	$(BIN)/python -m edgefm lab up
+
+lab-status: install
+	$(BIN)/python -m edgefm lab status
+
+lab-down: install
+	$(BIN)/python -m edgefm lab down
 
 lint: install
 	$(BIN)/ruff check .
@@ -67,7 +85,7 @@ typecheck: install
 	# Separately: the pack's __main__.py would clash with the program's.
 	$(BIN)/mypy policies/guardrails/__main__.py policies/guardrails/edgefm_guardrails
 
-unit: install minio tools portal-assets chromium prometheus db
+unit: install minio tools lab-tools portal-assets chromium prometheus db
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck unit workload-test
@@ -87,12 +105,20 @@ workload-test: install minio workload-env
 workload-bench: workload-env
 	cd $(WORKLOAD) && .venv/bin/python bench/quality.py
 
-# The sample fleet on the real engine, rendered to out/<stack> (file backend in .state/, local passphrase):
-# validate, explain one site, update the hub then every site (each previewed and judged by the guardrails
-# first), then preview them all again: nothing left to change. A summary table follows each pass.
-demo: install tools
+# The sample fleet on the real engine and the fleet lab: start a Kubernetes API for the hub and every site,
+# update the hub then every site against them for real (each previewed and judged by the guardrails first),
+# show what runs where as each cluster's API reports it, then preview them all again: nothing left to change.
+demo: install tools lab-tools
 	$(BIN)/python -m edgefm validate
 	$(BIN)/python -m edgefm explain site-bridge-north
+	$(BIN)/python -m edgefm lab up
+	$(BIN)/python -m edgefm fleet up --lab
+	$(BIN)/python -m edgefm lab status
+	$(BIN)/python -m edgefm fleet preview --lab
+	$(BIN)/python -m edgefm lab status --summary
+
+# The same fleet rendered to out/<stack> instead (file backend in .state/, local passphrase): no cluster needed.
+demo-render: install tools
 	$(BIN)/python -m edgefm fleet up --render-root out
 	$(BIN)/python -m edgefm fleet preview --render-root out
 

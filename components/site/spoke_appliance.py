@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Literal
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -33,6 +34,8 @@ class SpokeApplianceArgs:
     ssh_private_key: pulumi.Input[str] | None = None
     kubeconfig: pulumi.Input[str] | None = None
     render_dir: str | None = None
+    # How the cluster is reached; None: as the site spec says. The fleet lab passes "existing" with its kubeconfig.
+    cluster_mode: Literal["k3s", "existing"] | None = None
 
 
 class SpokeAppliance(pulumi.ComponentResource):
@@ -50,7 +53,7 @@ class SpokeAppliance(pulumi.ComponentResource):
             f"{name}-cluster",
             ApplianceClusterArgs(
                 site=site.name,
-                mode=site.cluster.mode,
+                mode=args.cluster_mode or site.cluster.mode,
                 distribution=dist,
                 nodes=[ApplianceNode(n.name, str(n.address)) for n in site.nodes],
                 api_address=site.api_address,

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from edgefm.cli.console import err, out
 from edgefm.cli.fleet import fleet_app
+from edgefm.cli.lab import lab_app
 from edgefm.cli.models import models_app
 from edgefm.cli.portal import portal_app
 from edgefm.cli.worker import db_app, worker
@@ -36,6 +37,7 @@ app.add_typer(fleet_app, name="fleet")
 app.add_typer(portal_app, name="portal")
 app.add_typer(db_app, name="db")
 app.command("worker")(worker)
+app.add_typer(lab_app, name="lab")
 
 PlacementOpt = Annotated[Path, typer.Option("--placement", help="Placement policy file.")]
 StacksOpt = Annotated[Path, typer.Option("--stacks-dir", help="Directory of Pulumi.<stack>.yaml files.")]

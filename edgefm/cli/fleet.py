@@ -27,6 +27,9 @@ RenderRoot = Annotated[
     typer.Option("--render-root", help="Render manifests under DIR/<stack> instead of applying them."),
 ]
 Root = Annotated[Path, typer.Option("--root", help="The edgefm checkout.")]
+Lab = Annotated[
+    bool, typer.Option("--lab", help="Apply to the fleet lab's clusters (`edgefm lab up`) instead of the sites'.")
+]
 OPS = ("create", "update", "replace", "delete", "same")
 
 
@@ -35,8 +38,13 @@ Parallel = Annotated[
 ]
 
 
-def _context(root: Path, render_root: Path | None) -> SiteContext:
+def _context(root: Path, render_root: Path | None, lab: bool) -> SiteContext:
     from edgefm.ops.engine import EngineNotReady, require_manifest
+    from edgefm.ops.lab.runtime import default_lab_dir
+
+    if lab and render_root is not None:
+        err.print("--lab and --render-root exclude each other: a run applies to the lab or renders manifests")
+        raise typer.Exit(2)
 
     try:
         manifest = require_manifest()
@@ -48,6 +56,7 @@ def _context(root: Path, render_root: Path | None) -> SiteContext:
         render_root=render_root.resolve() if render_root else None,
         # Where the engine cannot start the Python pack, the fleet's own evaluation of it still gates every plan.
         engine_policy_packs=manifest.runs_python_policy_packs,
+        lab_dir=default_lab_dir(root.resolve()) if lab else None,
     )
 
 
@@ -55,12 +64,22 @@ def _row(task: SiteTask, outcome: SiteOutcome) -> list[str]:
     seconds = sum(s or 0.0 for s in (outcome.preview_seconds, outcome.update_seconds, outcome.health_seconds))
     counts = [str(outcome.changes.get(op, 0)) for op in OPS]
     verdict = "ok" if outcome.ok else f"failed at {outcome.phase}"
-    return [task.stack, task.operation, *counts, f"{seconds:.1f}", str(len(outcome.advisories)), verdict]
+    advisories, pending = str(len(outcome.advisories)), str(len(outcome.unschedulable))
+    return [task.stack, task.operation, *counts, f"{seconds:.1f}", advisories, pending, verdict]
 
 
 def _report(title: str, results: list[tuple[SiteTask, SiteOutcome]]) -> None:
     table = Table(
-        "stack", "operation", *OPS, "seconds", "advisories", "result", title=title, box=None, title_justify="left"
+        "stack",
+        "operation",
+        *OPS,
+        "seconds",
+        "advisories",
+        "unschedulable",
+        "result",
+        title=title,
+        box=None,
+        title_justify="left",
     )
     for task, outcome in sorted(results, key=lambda r: r[0].stack):
         table.add_row(*_row(task, outcome))
@@ -68,11 +87,16 @@ def _report(title: str, results: list[tuple[SiteTask, SiteOutcome]]) -> None:
 
 
 def _parallel(
-    operation: str, stacks: list[str] | None, root: Path, render_root: Path | None, parallel: int | None
+    operation: str,
+    stacks: list[str] | None,
+    root: Path,
+    render_root: Path | None,
+    parallel: int | None,
+    lab: bool = False,
 ) -> list[tuple[SiteTask, SiteOutcome]]:
     """Runs `operation` on every stack, `parallel` at a time; the hub goes first, alone, when it is updated
     (sites read its outputs). Each result is printed as it arrives."""
-    ctx = _context(root, render_root)
+    ctx = _context(root, render_root, lab)
     names = stacks or fleet_stack_names(ctx.repo)
     unknown = sorted(set(names) - set(fleet_stack_names(ctx.repo)))
     if unknown:
@@ -92,6 +116,8 @@ def _parallel(
                 out.print(f"  {task.stack}: {mark}", markup=False)
                 for advisory in outcome.advisories:
                     out.print(f"    advisory: {advisory}", markup=False)
+                for pod in outcome.unschedulable:
+                    err.print(f"    stays Pending, no node can run it: {pod}", markup=False)
             if any(not o.ok for _, o in results) and batch is not batches[-1]:
                 err.print("the hub failed: the sites were not started")
                 break
@@ -106,39 +132,52 @@ def _finish(title: str, results: list[tuple[SiteTask, SiteOutcome]]) -> None:
 
 @fleet_app.command()
 def preview(
-    stacks: Stacks = None, render_root: RenderRoot = None, root: Root = Path("."), parallel: Parallel = None
+    stacks: Stacks = None,
+    render_root: RenderRoot = None,
+    lab: Lab = False,
+    root: Root = Path("."),
+    parallel: Parallel = None,
 ) -> None:
     """Preview each stack and judge the plan with the guardrails."""
-    _finish("edgefm fleet preview", _parallel("preview", stacks, root, render_root, parallel))
+    _finish("edgefm fleet preview", _parallel("preview", stacks, root, render_root, parallel, lab))
 
 
 @fleet_app.command()
 def up(
-    stacks: Stacks = None, render_root: RenderRoot = None, root: Root = Path("."), parallel: Parallel = None
+    stacks: Stacks = None,
+    render_root: RenderRoot = None,
+    lab: Lab = False,
+    root: Root = Path("."),
+    parallel: Parallel = None,
 ) -> None:
     """Preview (guardrails) then update each stack, the hub first."""
-    _finish("edgefm fleet up", _parallel("update", stacks, root, render_root, parallel))
+    _finish("edgefm fleet up", _parallel("update", stacks, root, render_root, parallel, lab))
 
 
 @fleet_app.command()
 def destroy(
     stacks: Annotated[list[str], typer.Argument(help="Stacks to destroy.")],
     render_root: RenderRoot = None,
+    lab: Lab = False,
     root: Root = Path("."),
     parallel: Parallel = None,
 ) -> None:
     """Destroy stacks, keeping protected resources (a site's datasets bucket)."""
-    _finish("edgefm fleet destroy", _parallel("destroy", stacks, root, render_root, parallel))
+    _finish("edgefm fleet destroy", _parallel("destroy", stacks, root, render_root, parallel, lab))
 
 
 @fleet_app.command()
 def drift(
-    stacks: Stacks = None, render_root: RenderRoot = None, root: Root = Path("."), parallel: Parallel = None
+    stacks: Stacks = None,
+    render_root: RenderRoot = None,
+    lab: Lab = False,
+    root: Root = Path("."),
+    parallel: Parallel = None,
 ) -> None:
     """Report drift: a refresh in preview-only mode for each stack, nothing changed. Per site, the drifted
     resources and their changed properties. Exit code: 0 nothing drifted, 1 drift found, 2 a stack could not
     be checked."""
-    results = _parallel("drift", stacks, root, render_root, parallel)
+    results = _parallel("drift", stacks, root, render_root, parallel, lab)
     drifted = 0
     for task, outcome in sorted(results, key=lambda r: r[0].stack):
         if not outcome.ok:
@@ -161,7 +200,11 @@ def drift(
 
 @fleet_app.command()
 def reconcile(
-    stacks: Stacks = None, render_root: RenderRoot = None, root: Root = Path("."), parallel: Parallel = None
+    stacks: Stacks = None,
+    render_root: RenderRoot = None,
+    lab: Lab = False,
+    root: Root = Path("."),
+    parallel: Parallel = None,
 ) -> None:
     """Put drifted stacks back: an update with refresh (what the cluster has is read first, then corrected)."""
-    _finish("edgefm fleet reconcile", _parallel("reconcile", stacks, root, render_root, parallel))
+    _finish("edgefm fleet reconcile", _parallel("reconcile", stacks, root, render_root, parallel, lab))

@@ -98,7 +98,9 @@ def _drive(journal: Journal, run_id: str, parallel: int | None) -> None:
     assert run is not None and run.strategy is not None
     ctx_raw: dict[str, Any] = run.context or {}
     base = _context(
-        Path(ctx_raw.get("repo", ".")), Path(ctx_raw["render_root"]) if ctx_raw.get("render_root") else None
+        Path(ctx_raw.get("repo", ".")),
+        Path(ctx_raw["render_root"]) if ctx_raw.get("render_root") else None,
+        bool(ctx_raw.get("lab")),
     )
     strategy = RolloutStrategy.model_validate(run.strategy)
     largest = max((len(g.stacks) for g in journal.groups(run_id)), default=1)
@@ -159,6 +161,7 @@ def start(
     prometheus_url: Annotated[str | None, typer.Option("--prometheus-url")] = None,
     health_interval: Annotated[float | None, typer.Option("--health-interval", help="Seconds.")] = None,
     render_root: Annotated[Path | None, typer.Option("--render-root", help="Render to DIR/<stack>.")] = None,
+    lab: Annotated[bool, typer.Option("--lab", help="Apply to the fleet lab's clusters (`edgefm lab up`).")] = False,
     parallel: Annotated[int | None, typer.Option("--parallel", "-j", min=1, help="Worker processes.")] = None,
     on_workers: Annotated[
         bool,
@@ -211,11 +214,14 @@ def start(
     except StrategyError as exc:
         err.print(str(exc), markup=False)
         raise typer.Exit(2) from None
+    if on_workers and lab:
+        err.print("--lab drives the rollout here: the fleet lab runs on this machine, not on the workers'")
+        raise typer.Exit(2)
     if on_workers:
         _on_workers(strategy, database, repo, render_root, _actor(actor))
         return
     journal = _journal(database, repo)
-    context = {"repo": str(repo), "render_root": str(render_root.resolve()) if render_root else None}
+    context = {"repo": str(repo), "render_root": str(render_root.resolve()) if render_root else None, "lab": lab}
     run_id = start_rollout(journal, strategy, [(g.name, g.stacks) for g in groups], _actor(actor), context=context)
     out.print(f"rollout {run_id}: {len(names)} stack(s) in {len(groups)} group(s)")
     for group in groups:

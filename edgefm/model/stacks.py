@@ -32,6 +32,10 @@ HUB_KEYS = frozenset({"hub", "kubeconfig", "credentialSeed", "grafanaAdminPasswo
 SECRET_KEYS = frozenset({"sshPrivateKey", "kubeconfig", "credentialSeed", "grafanaAdminPassword"})
 # Makes every stack render manifests under <root>/<stack> instead of applying them (demo, GitOps, CI).
 RENDER_ROOT_ENV = "EDGEFM_RENDER_ROOT"
+# Makes every stack apply to the fleet lab's cluster for it instead of its own: the admin kubeconfig that
+# `edgefm lab up` writes to <lab dir>/<stack>/kubeconfig (no stack file is edited).
+LAB_DIR_ENV = "EDGEFM_LAB_DIR"
+LAB_KUBECONFIG = "kubeconfig"
 DEFAULT_HUB_STACK = "organization/edgefm/hub"
 
 
@@ -54,6 +58,8 @@ class SiteStack:
     hub_stack: str
     ssh_private_key: SecretStr | None
     kubeconfig: SecretStr | None
+    # The kubeconfig is the fleet lab's cluster for this stack: no SSH bootstrap, everything else as on site.
+    lab: bool = False
 
     @property
     def rendering(self) -> bool:
@@ -68,6 +74,7 @@ class HubStack:
     kubeconfig: SecretStr | None
     credential_seed: SecretStr | None
     grafana_admin_password: SecretStr | None
+    lab: bool = False
 
     @property
     def rendering(self) -> bool:
@@ -214,6 +221,31 @@ def _render_dir(raw: RawConfig, stack: str, problems: list[Problem], env: Mappin
     return _plain_str(raw, "renderDir", stack, problems)
 
 
+def lab_kubeconfig_path(lab_dir: Path, stack: str) -> Path:
+    return lab_dir / stack / LAB_KUBECONFIG
+
+
+def _lab_kubeconfig(stack: str, problems: list[Problem], env: Mapping[str, str]) -> SecretStr | None:
+    """The lab's kubeconfig for the stack when lab mode is on (EDGEFM_LAB_DIR), else None."""
+    root = env.get(LAB_DIR_ENV)
+    if not root:
+        return None
+    if env.get(RENDER_ROOT_ENV):
+        problems.append(
+            Problem(stack, "", f"{RENDER_ROOT_ENV} and {LAB_DIR_ENV} are both set: a run renders or applies, not both")
+        )
+        return None
+    path = lab_kubeconfig_path(Path(root), stack)
+    try:
+        text = path.read_text()
+    except OSError:
+        problems.append(
+            Problem(stack, "", f"the fleet lab has no cluster for this stack ({path}): run `edgefm lab up`")
+        )
+        return None
+    return SecretStr(text)
+
+
 def parse_site(stack: str, raw: RawConfig, env: Mapping[str, str] | None = None) -> SiteStack:
     env = os.environ if env is None else env
     problems: list[Problem] = []
@@ -222,6 +254,7 @@ def parse_site(stack: str, raw: RawConfig, env: Mapping[str, str] | None = None)
     ssh = _secret(raw, "sshPrivateKey", stack, problems)
     kubeconfig = _secret(raw, "kubeconfig", stack, problems)
     render_dir = _render_dir(raw, stack, problems, env)
+    lab = _lab_kubeconfig(stack, problems, env)
     hub_stack = _plain_str(raw, "hubStack", stack, problems) or DEFAULT_HUB_STACK
     if site is not None:
         expected = stack.removeprefix(SITE_PREFIX)
@@ -235,12 +268,15 @@ def parse_site(stack: str, raw: RawConfig, env: Mapping[str, str] | None = None)
             )
         # Credentials are only needed when the program talks to real machines.
         # A key given in plain text was reported above; only an absent key is "missing".
-        if render_dir is None and site.cluster.mode == "k3s" and f"{NAMESPACE}:sshPrivateKey" not in raw:
+        real = render_dir is None and lab is None
+        if real and site.cluster.mode == "k3s" and f"{NAMESPACE}:sshPrivateKey" not in raw:
             problems.append(Problem(stack, f"{NAMESPACE}:sshPrivateKey", "required to bootstrap k3s over SSH"))
-        if render_dir is None and site.cluster.mode == "existing" and f"{NAMESPACE}:kubeconfig" not in raw:
+        if real and site.cluster.mode == "existing" and f"{NAMESPACE}:kubeconfig" not in raw:
             problems.append(Problem(stack, f"{NAMESPACE}:kubeconfig", "required for an existing cluster"))
     if problems or site is None:
         raise ConfigError(problems)
+    if lab is not None:
+        return SiteStack(stack, site, None, hub_stack, ssh, lab, lab=True)
     return SiteStack(stack, site, render_dir, hub_stack, ssh, kubeconfig)
 
 
@@ -253,6 +289,7 @@ def parse_hub(stack: str, raw: RawConfig, env: Mapping[str, str] | None = None) 
     seed = _secret(raw, "credentialSeed", stack, problems)
     grafana = _secret(raw, "grafanaAdminPassword", stack, problems)
     render_dir = _render_dir(raw, stack, problems, env)
+    lab = _lab_kubeconfig(stack, problems, env)
     if hub is not None:
         if hub.flavor == "datacenter" and f"{NAMESPACE}:credentialSeed" not in raw:
             problems.append(
@@ -264,10 +301,12 @@ def parse_hub(stack: str, raw: RawConfig, env: Mapping[str, str] | None = None) 
             )
         if f"{NAMESPACE}:grafanaAdminPassword" not in raw:
             problems.append(Problem(stack, f"{NAMESPACE}:grafanaAdminPassword", "required key is missing"))
-        if render_dir is None and f"{NAMESPACE}:kubeconfig" not in raw:
+        if render_dir is None and lab is None and f"{NAMESPACE}:kubeconfig" not in raw:
             problems.append(Problem(stack, f"{NAMESPACE}:kubeconfig", "required to reach the hub cluster"))
     if problems or hub is None:
         raise ConfigError(problems)
+    if lab is not None:
+        return HubStack(stack, hub, None, lab, seed, grafana, lab=True)
     return HubStack(stack, hub, render_dir, kubeconfig, seed, grafana)
 
 

@@ -72,6 +72,8 @@ class SiteOutcome:
     health_seconds: float | None = None
     worker: str = ""
     drift: list[dict[str, Any]] = field(default_factory=list)
+    # In the fleet lab: pods the update left that no node can run, with the scheduler's reason.
+    unschedulable: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

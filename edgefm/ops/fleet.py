@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pulumi import automation as auto
 
-from edgefm.model.stacks import RENDER_ROOT_ENV, fleet_stack_names
+from edgefm.model.stacks import LAB_DIR_ENV, RENDER_ROOT_ENV, fleet_stack_names
 from edgefm.ops.guardrails import GUARDRAILS, judge
 
 Operation = Literal["preview", "update", "destroy"]
@@ -34,6 +34,8 @@ class StackRun:
     outputs: dict[str, object] = field(default_factory=dict)
 
     advisories: list[str] = field(default_factory=list)
+    # In the lab: pods of the stack's cluster the scheduler cannot place after the update, with the reason.
+    unschedulable: list[str] = field(default_factory=list)
 
 
 class PolicyViolation(Exception):
@@ -71,7 +73,8 @@ def plan(
 class Fleet:
     """Stacks of one edgefm checkout on one backend.
 
-    `render_root` turns on render mode for every stack (manifests under `<render_root>/<stack>`);
+    `render_root` turns on render mode for every stack (manifests under `<render_root>/<stack>`); `lab_dir`
+    applies every stack to its cluster in the fleet lab (`edgefm.ops.lab`) instead of the site's own;
     `workspace_options` is `edgefm.ops.engine.workspace_options` or a stand-in that returns the Automation
     API's LocalWorkspaceOptions for a work directory and extra environment.
     """
@@ -84,13 +87,20 @@ class Fleet:
         render_root: Path | None = None,
         policy_packs: Sequence[Path] | None = None,
         extra_env: Mapping[str, str] | None = None,
+        lab_dir: Path | None = None,
     ) -> None:
+        if render_root is not None and lab_dir is not None:
+            raise ValueError("a fleet renders manifests or applies them to the lab, not both")
         self.root = root.resolve()
         self.render_root = render_root.resolve() if render_root else None
+        self.lab_dir = lab_dir.resolve() if lab_dir else None
         self.policy_packs = [str(p) for p in (policy_packs if policy_packs is not None else [self.root / GUARDRAILS])]
         env = dict(extra_env or {})
         if self.render_root is not None:
             env[RENDER_ROOT_ENV] = str(self.render_root)
+        if self.lab_dir is not None:
+            # Each stack's cluster is the lab's (`edgefm lab up`); the stack files stay as they are.
+            env[LAB_DIR_ENV] = str(self.lab_dir)
         self._options = workspace_options(work_dir=self.root, extra_env=env)
 
     def stacks(self) -> list[str]:
@@ -121,7 +131,18 @@ class Fleet:
         changes = _count(result.summary.resource_changes)
         outputs = {k: ("[secret]" if v.secret else v.value) for k, v in result.outputs.items()}
         seconds = time.monotonic() - started
-        return StackRun(name, "update", changes, seconds, self._manifests(name), outputs, judged.advisories)
+        unschedulable = self.unschedulable(name)
+        return StackRun(
+            name, "update", changes, seconds, self._manifests(name), outputs, judged.advisories, unschedulable
+        )
+
+    def unschedulable(self, name: str) -> list[str]:
+        """In the lab, what the update left that no node can run (a real site's scheduler would say the same)."""
+        if self.lab_dir is None:
+            return []
+        from edgefm.ops.lab.runtime import Lab
+
+        return Lab(self.root, self.lab_dir).unschedulable(name)
 
     def destroy(self, name: str, on_output: Callable[[str], None] | None = None) -> StackRun:
         """Destroys everything but protected resources (the datasets bucket), which stay in state."""

@@ -45,6 +45,8 @@ class SiteContext:
     passphrase: str | None = None
     engine_policy_packs: bool = False
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # The fleet lab's state directory: each stack runs against its lab cluster instead of the site's.
+    lab_dir: Path | None = None
 
 
 @contextmanager
@@ -93,7 +95,9 @@ def _fleet(ctx: SiteContext, root: Path) -> Any:
             **kwargs,
         )
 
-    return Fleet(root, options, render_root=ctx.render_root, policy_packs=packs, extra_env=ctx.extra_env)
+    return Fleet(
+        root, options, render_root=ctx.render_root, policy_packs=packs, extra_env=ctx.extra_env, lab_dir=ctx.lab_dir
+    )
 
 
 def _planned(steps: list[dict[str, Any]], planned: list[dict[str, Any]]) -> Callable[[auto.EngineEvent], None]:
@@ -111,7 +115,8 @@ def _planned(steps: list[dict[str, Any]], planned: list[dict[str, Any]]) -> Call
     return on_event
 
 
-def _errors(exc: Exception) -> str:
+def engine_errors(exc: Exception) -> str:
+    """The engine's `error:` lines, once each (its full output is mostly the stack's outputs)."""
     text = str(exc)
     seen: dict[str, None] = {}
     for line in text.splitlines():
@@ -162,11 +167,12 @@ def run_site(task: SiteTask, ctx: SiteContext) -> SiteOutcome:
                 )
                 outcome.update_seconds = time.monotonic() - t0
                 outcome.changes = changes_of(up.summary.resource_changes)
+                outcome.unschedulable = fleet.unschedulable(task.stack)
                 outcome.ok = True
             outcome.phase = "health"
             return _health(task, ctx, stack, outcome)
     except auto.CommandError as exc:
-        outcome.ok, outcome.error = False, _errors(exc)
+        outcome.ok, outcome.error = False, engine_errors(exc)
         if isinstance(exc, auto.ConcurrentUpdateError):
             outcome.error = (
                 f"the stack stayed locked by another update until the deadline (if that update's process was "

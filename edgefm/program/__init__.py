@@ -57,6 +57,8 @@ def build_site(parsed: SiteStack, resolved: ResolvedSite, hub_outputs: pulumi.St
             ssh_private_key=_secret(parsed.ssh_private_key),
             kubeconfig=_secret(parsed.kubeconfig),
             render_dir=parsed.render_dir,
+            # In the fleet lab the cluster already exists: its kubeconfig replaces the SSH bootstrap.
+            cluster_mode="existing" if parsed.lab else parsed.site.cluster.mode,
         ),
     )
     explained = resolved.explain()
