@@ -155,6 +155,8 @@ def test_labels_on_every_object(site_run: tuple[str, Run]) -> None:
     stack, run = site_run
     site = stack.removeprefix("site-")
     for obj in run.k8s_objects():
+        if obj.type.endswith("Patch"):
+            continue  # a patch sets fields on an object edgefm does not own (a node's MIG label): no ownership labels
         labels = unwrap(obj.inputs)["metadata"]["labels"]
         assert labels["app.kubernetes.io/part-of"] == "edgefm", obj.name
         assert labels["edgefm.io/site"] == site, obj.name
@@ -343,7 +345,11 @@ def test_gpu_sharing_settings_reach_the_operator() -> None:
     assert "CONTAINERD_SOCKET" in chart["spec"]["valuesContent"]  # k3s's containerd
     harbor = run_for(STACKS / "Pulumi.site-harbor-ocp.yaml")
     policy = unwrap(harbor.one("kubernetes:nvidia.com/v1:ClusterPolicy").inputs)
-    assert policy["spec"]["migManager"] == {"enabled": True, "config": {"default": "all-1g.10gb"}}
+    # The layout itself is each GPU node's `nvidia.com/mig.config` label (the operator's schema refuses it as the
+    # default; found by applying to a cluster with the operator's own CRD).
+    assert policy["spec"]["migManager"] == {"enabled": True, "config": {"default": "all-disabled"}}
+    nodes = {unwrap(p.inputs)["metadata"]["name"] for p in harbor.kinds("NodePatch")}
+    assert nodes == {"ocp-a", "ocp-b", "ocp-c"}
 
 
 def test_fine_tuning_job_reads_site_data_and_skips_await() -> None:
@@ -390,3 +396,17 @@ def test_stack_exports() -> None:
     assert run.exports["modelRepository"][0].startswith(
         "s3://https://bridge-north-storage-minio.edgefm-system.svc:9000/"
     )
+
+
+def test_mig_layout_is_a_label_on_each_gpu_node(site_run: tuple[str, Run]) -> None:
+    """The GPU operator's schema allows only `all-disabled` or "" as the default MIG layout; the layout a site's
+    profile asks for goes on each GPU node as `nvidia.com/mig.config`."""
+    stack, run = site_run
+    patches = run.kinds("NodePatch")
+    if stack != "site-harbor-ocp":
+        assert patches == []
+        return
+    policy = unwrap(run.one("kubernetes:nvidia.com/v1:ClusterPolicy", "-cluster-policy").inputs)
+    assert policy["spec"]["migManager"]["config"]["default"] == "all-disabled"
+    labels = {unwrap(p.inputs)["metadata"]["name"]: unwrap(p.inputs)["metadata"]["labels"] for p in patches}
+    assert labels and all(v == {"nvidia.com/mig.config": "all-1g.10gb"} for v in labels.values()), labels

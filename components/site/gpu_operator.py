@@ -3,6 +3,7 @@ with time-slicing or MIG as the profile says. HelmChart on k3s/Kubernetes, OLM o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,6 +20,8 @@ OPENSHIFT_NAMESPACE = "nvidia-gpu-operator"
 SHARING_CONFIG = "edgefm-gpu-sharing"
 NFD = OlmRef(package="nfd", channel="stable", source="redhat-operators", starting_csv="nfd.4.17.0-202501140935")
 
+MIG_CONFIG_LABEL = "nvidia.com/mig.config"
+
 # k3s runs its own containerd; the toolkit must write k3s's config template and use k3s's socket.
 K3S_TOOLKIT_ENV = [
     {"name": "CONTAINERD_CONFIG", "value": "/var/lib/rancher/k3s/agent/etc/containerd/config.toml.tmpl"},
@@ -33,6 +36,8 @@ class GpuOperatorArgs:
     site: str
     distribution: Literal["k3s", "kubernetes", "openshift"]
     settings: GpuOperatorSettings
+    # The site's GPU nodes: in MIG mode each is labelled with the layout the MIG manager applies to it.
+    gpu_nodes: Sequence[str] = ()
 
 
 def sharing_config(settings: GpuOperatorSettings) -> dict[str, Any] | None:
@@ -50,8 +55,9 @@ def sharing_config(settings: GpuOperatorSettings) -> dict[str, Any] | None:
 def _mig_manager(s: GpuOperatorSettings) -> dict[str, Any]:
     if s.sharing.mode != "mig":
         return {"enabled": False}
-    # The MIG manager applies this layout to every GPU node that carries no layout label of its own.
-    return {"enabled": True, "config": {"default": s.sharing.mig_profile}}
+    # The operator's own schema allows only `all-disabled` or "" as the default layout: the layout itself is
+    # chosen per node by its `nvidia.com/mig.config` label, which the component sets on every GPU node.
+    return {"enabled": True, "config": {"default": "all-disabled"}}
 
 
 def chart_values(args: GpuOperatorArgs) -> dict[str, Any]:
@@ -149,4 +155,12 @@ class GpuOperator(pulumi.ComponentResource):
                 component=comp,
                 opts=in_ns,
             )
+        if args.settings.sharing.mode == "mig":
+            for node in args.gpu_nodes:
+                # A server-side-apply patch: only this label is owned here; the node stays the cluster's.
+                k8s.core.v1.NodePatch(
+                    f"{name}-mig-{node}",
+                    metadata={"name": node, "labels": {MIG_CONFIG_LABEL: args.settings.sharing.mig_profile}},
+                    opts=child,
+                )
         self.register_outputs({"namespace": self.namespace})

@@ -101,7 +101,12 @@ class SpokeAppliance(pulumi.ComponentResource):
         if prof.gpu_operator.enabled:
             self.gpu_operator = GpuOperator(
                 f"{name}-gpu",
-                GpuOperatorArgs(site=site.name, distribution=dist, settings=prof.gpu_operator),
+                GpuOperatorArgs(
+                    site=site.name,
+                    distribution=dist,
+                    settings=prof.gpu_operator,
+                    gpu_nodes=[n.name for n in site.nodes if n.gpus],
+                ),
                 on_site,
             )
         gpu_slices = site.gpu_total * (prof.gpu_operator.sharing.replicas if prof.gpu_operator.enabled else 1)
