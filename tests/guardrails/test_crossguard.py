@@ -154,9 +154,18 @@ def test_resource_from_stack_keeps_property_dependencies() -> None:
     assert resource_from_args(args).props == {"x": 1}
 
 
+def test_resource_options_reach_the_checks() -> None:
+    """`protect` comes with every resource the analyzer sees; `retainOnDelete` is not in the protocol."""
+    protected = PolicyResourceOptions(True, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
+    r = resource_from_stack(PolicyResource("t", engine_props({}), "urn:t", "t", protected, None, None, [], {}))
+    assert r.protect is True and r.retain_on_delete is None
+    args = ResourceValidationArgs("t", engine_props({}), "urn:x", "x", OPTS, None)
+    assert resource_from_args(args).protect is False
+
+
 def test_the_pack_lists_every_policy_once_with_its_level() -> None:
     names = [g.name for g in guardrails()]
-    assert len(names) == len(set(names)) == 12
+    assert len(names) == len(set(names)) == 19
     advisory = {g.name for g in guardrails() if g.level == EnforcementLevel.ADVISORY}
     assert advisory == {"k8s-required-labels"}
     assert PACK_NAME == "edgefm-guardrails"
@@ -165,7 +174,8 @@ def test_the_pack_lists_every_policy_once_with_its_level() -> None:
 SETTINGS = [
     cfg_module.ImagesConfig,
     cfg_module.ResourcesConfig,
-    cfg_module.PrivilegedConfig,
+    cfg_module.PodSecurityConfig,
+    cfg_module.RbacConfig,
     cfg_module.ExternalServicesConfig,
     cfg_module.CapacityConfig,
     cfg_module.StorageConfig,

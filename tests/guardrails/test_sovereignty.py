@@ -89,11 +89,13 @@ def test_replication_of_other_buckets_is_not_a_sovereignty_matter() -> None:
     assert check_sovereignty([facts(), models], CFG) == []
 
 
-def test_undeclared_replication_on_datasets() -> None:
-    v = only(
-        check_sovereignty([facts(), bucket_job("datasets", annotations={"edgefm.io/bucket-replication": None})], CFG)
-    )
-    assert "does not declare edgefm.io/bucket-replication: none" in v.message
+def test_annotations_do_not_vouch_for_the_commands() -> None:
+    """What the provisioning commands do counts: no annotation is needed, and none can hide a replication."""
+    quiet = bucket_job("datasets", annotations={"edgefm.io/bucket-replication": None})
+    assert check_sovereignty([facts(), quiet], CFG) == []
+    step = f"mc replicate add site/{DATASETS} --remote-bucket arn:minio:replication::x:backup"
+    declared_none = bucket_job("datasets", steps=[step])
+    assert "which moves objects to another server" in only(check_sovereignty([facts(), declared_none], CFG)).message
 
 
 @pytest.mark.parametrize(
