@@ -207,6 +207,19 @@ def test_readme_documents_every_policy_and_key() -> None:
             assert f"`{key}`" in text, f"{g.name}.{key}"
 
 
+def test_readme_names_the_standard_each_policy_follows() -> None:
+    rows = {}
+    for line in README.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 5 and cells[0].startswith("`") and cells[1] in ("mandatory", "advisory"):
+            rows[cells[0].strip("`")] = cells
+    assert set(rows) == {g.name for g in guardrails()}
+    for g in guardrails():
+        level, standard = rows[g.name][1], rows[g.name][3]
+        assert level == g.level.value.lower(), g.name
+        assert standard, g.name
+
+
 def test_readme_example_config_is_valid() -> None:
     example = json.loads(README.read_text().split("```json", 1)[1].split("```", 1)[0])
     known = by_name()

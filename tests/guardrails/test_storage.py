@@ -268,7 +268,9 @@ def test_a_job_that_never_encrypts_its_bucket_is_unencrypted_whatever_it_declare
     # Encrypting another bucket does not count.
     other = bucket_job("models")
     other_script = other.props["spec"]["template"]["spec"]["containers"][0]["command"]
-    other_script[2] = other_script[2].replace("encrypt set sse-s3 site/bridge-north-models", "encrypt set sse-s3 site/x")
+    other_script[2] = other_script[2].replace(
+        "encrypt set sse-s3 site/bridge-north-models", "encrypt set sse-s3 site/x"
+    )
     assert "not encrypted at rest" in messages(check_onsite_bucket(other, CFG))[0]
 
 
@@ -294,7 +296,10 @@ def test_hub_registry_bucket_must_be_versioned() -> None:
     found = check_onsite_bucket(unversioned, CFG)
     assert len(found) == 1 and "holds the model registry" in found[0].message
     suspended = bucket_job(
-        "models", stack=HUB, name=REGISTRY, steps=[f"mc version enable site/{REGISTRY}", f"mc version suspend site/{REGISTRY}"]
+        "models",
+        stack=HUB,
+        name=REGISTRY,
+        steps=[f"mc version enable site/{REGISTRY}", f"mc version suspend site/{REGISTRY}"],
     )
     assert len(check_onsite_bucket(suspended, CFG)) == 1
     # A site's models bucket is a mirror, not the registry.

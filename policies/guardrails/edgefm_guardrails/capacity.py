@@ -132,8 +132,8 @@ def gpu_demands(resources: Sequence[Resource], nodes_per_site: int) -> tuple[lis
     unknown: list[Resource] = []
     for r in resources:
         for where, values in helm_values(r):
-            for path, replicas, per_pod in chart_gpus(values):
-                demands.append(GpuDemand(r, replicas, per_pod, f"{where} {path}"))
+            for path, count, gpus in chart_gpus(values):
+                demands.append(GpuDemand(r, count, gpus, f"{where} {path}"))
         tmpl = pod_template(r)
         if tmpl is None:
             continue

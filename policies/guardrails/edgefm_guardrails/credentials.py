@@ -149,7 +149,9 @@ def check_plaintext_credentials(r: Resource) -> list[Violation]:
             if holds_credential(var, value):
                 problems.append(f"{c.label} env {var} is a literal credential; use valueFrom.secretKeyRef")
             else:
-                problems += [f"{c.label} env {var} holds {p}; use valueFrom.secretKeyRef" for p in value_problems(value)]
+                problems += [
+                    f"{c.label} env {var} holds {p}; use valueFrom.secretKeyRef" for p in value_problems(value)
+                ]
         for key in ("command", "args"):
             for i, item in enumerate(as_list(c.spec.get(key))):
                 if isinstance(item, str):

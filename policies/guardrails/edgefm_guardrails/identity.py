@@ -317,9 +317,7 @@ def _principal_strings(principal: Any) -> list[Any]:
     return principal if isinstance(principal, list) else [principal]
 
 
-def _grantees(
-    policy: Resource, st: Statement, users: Mapping[str, tuple[Resource, str]]
-) -> list[tuple[Resource, str]]:
+def _grantees(policy: Resource, st: Statement, users: Mapping[str, tuple[Resource, str]]) -> list[tuple[Resource, str]]:
     """Site users a bucket-policy statement names as principal: by ARN, by `user/<name>`, or (when the
     principal is computed from the user's ARN, unknown in preview) by the policy's dependency on the user."""
     principals = _principal_strings(st.principal)
@@ -328,7 +326,8 @@ def _grantees(
     for urn, (user, site) in users.items():
         arn, name = user.get("arn"), user.get("name")
         named = any(
-            isinstance(p, str) and ((isinstance(arn, str) and p == arn) or (isinstance(name, str) and p.endswith(f":user/{name}")))
+            isinstance(p, str)
+            and ((isinstance(arn, str) and p == arn) or (isinstance(name, str) and p.endswith(f":user/{name}")))
             for p in principals
         )
         computed = urn in depends and any(p is UNKNOWN or not isinstance(p, str) for p in principals)

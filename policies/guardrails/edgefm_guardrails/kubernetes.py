@@ -4,7 +4,7 @@ NodePort Services, externalIPs, Ingresses, Routes, Gateways) only where the site
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 

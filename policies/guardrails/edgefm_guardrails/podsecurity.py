@@ -88,8 +88,10 @@ def baseline_problems(r: Resource, spec: Mapping[str, Any]) -> Iterator[str]:
     pod_ctx = as_mapping(spec.get("securityContext"))
     yield from _context_baseline("the pod", pod_ctx)
     for key, value in as_mapping(_pod_metadata(r).get("annotations")).items():
-        if str(key).startswith(APPARMOR_ANNOTATION) and value not in ("runtime/default", UNKNOWN) and not (
-            isinstance(value, str) and value.startswith("localhost/")
+        if (
+            str(key).startswith(APPARMOR_ANNOTATION)
+            and value not in ("runtime/default", UNKNOWN)
+            and not (isinstance(value, str) and value.startswith("localhost/"))
         ):
             yield f"annotation {key}={value!r} (AppArmor)"
     for c in containers(spec):
@@ -144,17 +146,18 @@ def restricted_problems(spec: Mapping[str, Any]) -> Iterator[str]:
             yield f"{c.label} does not set allowPrivilegeEscalation: false (Privilege Escalation)"
         non_root = ctx.get("runAsNonRoot", pod_non_root)
         if non_root is not True:
-            yield f"{c.label} does not set runAsNonRoot: true, in its own or the pod's securityContext (Running as Non-root)"
+            yield f"{c.label} does not set runAsNonRoot: true, itself or through the pod (Running as Non-root)"
         if ctx.get("runAsUser") == 0:
             yield f"{c.label} sets runAsUser: 0 (Running as Non-root user)"
         seccomp = get(ctx, "seccompProfile", "type") or pod_seccomp
         if seccomp not in ("RuntimeDefault", "Localhost"):
-            yield f"{c.label} has no seccompProfile RuntimeDefault or Localhost, in its own or the pod's securityContext (Seccomp)"
+            yield f"{c.label} has no seccompProfile RuntimeDefault or Localhost, itself or through the pod (Seccomp)"
         if "ALL" not in _caps(c, "drop"):
             yield f"{c.label} does not drop ALL capabilities (Capabilities)"
         added = _caps(c, "add") - {"NET_BIND_SERVICE"}
         if added:
-            yield f"{c.label} adds capabilities {', '.join(sorted(added))}; only NET_BIND_SERVICE may be added (Capabilities)"
+            caps = ", ".join(sorted(added))
+            yield f"{c.label} adds capabilities {caps}; only NET_BIND_SERVICE may be added (Capabilities)"
 
 
 def _judge(r: Resource, level: str, cfg: PodSecurityConfig) -> list[Violation]:

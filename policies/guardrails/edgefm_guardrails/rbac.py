@@ -116,9 +116,7 @@ def _find_role(resources: Sequence[Resource], binding: Resource, kind: Any, name
 
 def bindings(resources: Sequence[Resource]) -> list[Resource]:
     return [
-        r
-        for r in resources
-        if is_kind(r, RBAC_GROUP, "RoleBinding") or is_kind(r, RBAC_GROUP, "ClusterRoleBinding")
+        r for r in resources if is_kind(r, RBAC_GROUP, "RoleBinding") or is_kind(r, RBAC_GROUP, "ClusterRoleBinding")
     ]
 
 

@@ -1,15 +1,17 @@
 """Data sovereignty: a site's labelled data (its datasets bucket) stays on the site.
 
 Checked on site stacks, against the site facts:
-  * the datasets bucket declares no replication (`edgefm.io/bucket-replication: none`), its provisioning
-    script sets up no replication or lifecycle transition (MinIO tiers and replication targets are remote
-    servers by construction), and an ObjectBucketClaim asks for no MCG replication policy;
+  * the datasets bucket's provisioning script sets up no replication or lifecycle transition (MinIO tiers
+    and replication targets are remote servers by construction), a declared replication other than `none`
+    counts as one, and an ObjectBucketClaim asks for no MCG replication policy;
   * AWS replication or lifecycle transitions of the datasets bucket, should a site stack ever hold one;
   * no container that can read the datasets bucket can also reach a host outside the site: taint analysis
     over everything that configures the container: literal env, env taken from the stack's ConfigMaps and
-    Secrets (`valueFrom`, `envFrom`), files of the ConfigMaps and Secrets it mounts, command and args. "Reads the datasets bucket" means the
-    bucket's name (or EDGEFM_DATASETS_BUCKET) appears there; "reaches off-site" means a URL to a host
-    that is neither the site's storage endpoint nor cluster-local, or the hub registry's env variables.
+    Secrets (`valueFrom`, `envFrom`), files of the ConfigMaps and Secrets it mounts, command and args.
+    "Reads the datasets bucket" means the bucket's name (or EDGEFM_DATASETS_BUCKET) appears there;
+    "reaches off-site" means a URL to a host that is neither the site's storage endpoint nor cluster-local,
+    or the hub registry's env variables;
+  * the resource that provisions the datasets bucket is protected and retained on delete.
 """
 
 from __future__ import annotations
@@ -198,9 +200,8 @@ def _value_from_hub_env(c: Container) -> list[str]:
 def _reads_datasets(found: Sequence[Setting], datasets: str) -> list[str]:
     reasons: list[str] = []
     for s in found:
-        if s.var == DATASETS_ENV or _mentions_bucket(s.text, datasets):
-            if s.where not in reasons:
-                reasons.append(s.where)
+        if (s.var == DATASETS_ENV or _mentions_bucket(s.text, datasets)) and s.where not in reasons:
+            reasons.append(s.where)
     return reasons
 
 

@@ -232,8 +232,10 @@ def bucket_purpose(r: Resource) -> str:
 
 
 # MinIO client steps, matched on whole commands whatever the client is called (`mc`, `$MC`, `mcli`).
-_MAKE = re.compile(rf"\bmb\b(?:\s+-{{1,2}}[\w-]+)*\s+[\w.-]+/(?P<bucket>[A-Za-z0-9][A-Za-z0-9.-]*)")
-_PUBLIC = re.compile(r"\b(?:anonymous\s+set\s+(?:download|upload|public)|anonymous\s+set-json|policy\s+set\s+(?:download|upload|public))\b")
+_MAKE = re.compile(r"\bmb\b(?:\s+-{1,2}[\w-]+)*\s+[\w.-]+/(?P<bucket>[A-Za-z0-9][A-Za-z0-9.-]*)")
+_PUBLIC = re.compile(
+    r"\b(?:anonymous\s+set\s+(?:download|upload|public)|anonymous\s+set-json|policy\s+set\s+(?:download|upload|public))\b"
+)
 _ENCRYPT = re.compile(r"\bencrypt\s+set\s+sse-(?:s3|kms)\b")
 _DECRYPT = re.compile(r"\bencrypt\s+clear\b")
 _VERSION_ON = re.compile(r"\bversion\s+enable\b")
@@ -309,7 +311,9 @@ def check_onsite_bucket(r: Resource, cfg: StorageConfig) -> list[Violation]:
     mine = [s for s in steps if _targets(s, name)]
     public = [s for s in mine if _PUBLIC.search(s)]
     if public:
-        out.append(Violation(f"{shown} runs {public[0]!r}, which opens it to anonymous access; buckets must be private", r.urn))
+        out.append(
+            Violation(f"{shown} runs {public[0]!r}, which opens it to anonymous access; buckets must be private", r.urn)
+        )
     encrypted = False
     for step in mine:
         if _ENCRYPT.search(step):
@@ -318,7 +322,9 @@ def check_onsite_bucket(r: Resource, cfg: StorageConfig) -> list[Violation]:
             encrypted = False
     if not encrypted:
         out.append(
-            Violation(f"{shown} is not encrypted at rest: its commands set no `encrypt set sse-s3|sse-kms` on it", r.urn)
+            Violation(
+                f"{shown} is not encrypted at rest: its commands set no `encrypt set sse-s3|sse-kms` on it", r.urn
+            )
         )
     if onsite_is_registry(r, cfg):
         versioned = False
