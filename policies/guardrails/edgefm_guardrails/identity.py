@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -317,6 +318,13 @@ def _principal_strings(principal: Any) -> list[Any]:
     return principal if isinstance(principal, list) else [principal]
 
 
+def _names_user(principal: str, arn: Any, name: Any) -> bool:
+    """An IAM user ARN names the user whatever its path: `arn:aws:iam::<account>:user[/<path>]/<name>`."""
+    if isinstance(arn, str) and principal == arn:
+        return True
+    return isinstance(name, str) and re.search(rf":user/(?:[^*?]*/)?{re.escape(name)}$", principal) is not None
+
+
 def _grantees(policy: Resource, st: Statement, users: Mapping[str, tuple[Resource, str]]) -> list[tuple[Resource, str]]:
     """Site users a bucket-policy statement names as principal: by ARN, by `user/<name>`, or (when the
     principal is computed from the user's ARN, unknown in preview) by the policy's dependency on the user."""
@@ -325,11 +333,7 @@ def _grantees(policy: Resource, st: Statement, users: Mapping[str, tuple[Resourc
     out = []
     for urn, (user, site) in users.items():
         arn, name = user.get("arn"), user.get("name")
-        named = any(
-            isinstance(p, str)
-            and ((isinstance(arn, str) and p == arn) or (isinstance(name, str) and p.endswith(f":user/{name}")))
-            for p in principals
-        )
+        named = any(isinstance(p, str) and _names_user(p, arn, name) for p in principals)
         computed = urn in depends and any(p is UNKNOWN or not isinstance(p, str) for p in principals)
         if named or computed or (urn in depends and not principals):
             out.append((user, site))
