@@ -12,7 +12,7 @@ from rich.table import Table
 from edgefm.cli.console import err, out
 from edgefm.model.stacks import HUB_STACK
 from edgefm.ops.fleet import Fleet, PolicyViolation, StackRun
-from edgefm.ops.guardrails import GUARDRAILS
+from edgefm.ops.guardrails import ANALYZER
 
 fleet_app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 # Wide enough for the summary table when output goes to a log rather than a terminal.
@@ -31,10 +31,9 @@ def _fleet(root: Path, render_root: Path | None) -> Fleet:
     from edgefm.ops.engine import EngineNotReady, require_manifest, workspace_options
 
     try:
-        manifest = require_manifest()
-        # Where the engine cannot start the Python pack, the fleet's own evaluation of it still gates every plan.
-        packs = [root / GUARDRAILS] if manifest.runs_python_policy_packs else []
-        return Fleet(root, workspace_options, render_root=render_root, policy_packs=packs)
+        require_manifest()
+        # The engine runs the guardrails through the pack's executable analyzer, whatever its language host.
+        return Fleet(root, workspace_options, render_root=render_root, policy_packs=[root / ANALYZER])
     except EngineNotReady as exc:
         err.print(str(exc))
         raise typer.Exit(2) from None

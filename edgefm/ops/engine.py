@@ -115,13 +115,6 @@ class Manifest:
     sdk: SdkPins
     artefacts: Mapping[str, ArtefactStatus]
 
-    @property
-    def runs_python_policy_packs(self) -> bool:
-        """Whether the engine can start a Python CrossGuard pack: the substitute host (sdk v3.68) cannot,
-        because the CLI no longer tells it the pack's directory."""
-        host = self.artefacts.get(LANGUAGE_HOST)
-        return self.mode == "system" or (host is not None and host.substitute is None)
-
     def has_plugin(self, name: str) -> bool:
         status = self.artefacts.get(name)
         return status is not None and status.status == "ready"

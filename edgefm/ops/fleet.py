@@ -1,9 +1,10 @@
 """The fleet through the Pulumi Automation API: preview, update and destroy site and hub stacks.
 
 This is what `make demo`, the integration tests and a portal use; the CLI (`edgefm fleet ...`) wraps it.
-Every preview and update is judged by the guardrails (`policies/guardrails`): the engine runs them as a
-CrossGuard pack where its Python language host can, and the fleet also evaluates the same checks over the
-planned resources itself, so a mandatory violation stops the stack before anything changes either way.
+Every preview and update is judged by the guardrails (`policies/guardrails`), which the engine runs as a
+CrossGuard pack through the pack's executable analyzer: a mandatory violation fails the preview, so the stack
+is stopped before anything changes. The fleet reads the findings from the engine's policy events, and checks
+in process only what the analyzer protocol does not carry (the datasets bucket's retainOnDelete).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Literal
 from pulumi import automation as auto
 
 from edgefm.model.stacks import RENDER_ROOT_ENV, fleet_stack_names
-from edgefm.ops.guardrails import GUARDRAILS, judge
+from edgefm.ops.guardrails import ANALYZER, Findings, retention_findings
 
 Operation = Literal["preview", "update", "destroy"]
 
@@ -53,16 +54,30 @@ def _count(changes: Mapping[auto.OpType, int] | Mapping[str, int] | None) -> dic
 
 
 def plan(
-    stack: auto.Stack, policy_packs: Sequence[str] = (), on_output: Callable[[str], None] | None = None
+    stack: auto.Stack,
+    policy_packs: Sequence[str] = (),
+    on_output: Callable[[str], None] | None = None,
+    findings: Findings | None = None,
 ) -> tuple[auto.PreviewResult, list[dict[str, Any]]]:
-    """Previews a stack and returns the resources it would have afterwards, with their planned inputs."""
+    """Previews a stack and returns the resources it would have afterwards, with their planned inputs and
+    resource options; the policy packs' findings go to `findings` (also when the preview fails on them)."""
     planned: list[dict[str, Any]] = []
 
     def on_event(event: auto.EngineEvent) -> None:
+        if findings is not None:
+            findings.on_event(event)
         pre = event.resource_pre_event
         if pre is not None and pre.metadata.new is not None and pre.metadata.op.value != "delete":
             new = pre.metadata.new
-            planned.append({"urn": new.urn, "type": new.type, "inputs": new.inputs or {}})
+            planned.append(
+                {
+                    "urn": new.urn,
+                    "type": new.type,
+                    "inputs": new.inputs or {},
+                    "protect": bool(new.protect),
+                    "retainOnDelete": bool(new.retain_on_delete),
+                }
+            )
 
     result = stack.preview(policy_packs=list(policy_packs), on_output=on_output, on_event=on_event, diff=False)
     return result, planned
@@ -87,7 +102,7 @@ class Fleet:
     ) -> None:
         self.root = root.resolve()
         self.render_root = render_root.resolve() if render_root else None
-        self.policy_packs = [str(p) for p in (policy_packs if policy_packs is not None else [self.root / GUARDRAILS])]
+        self.policy_packs = [str(p) for p in (policy_packs if policy_packs is not None else [self.root / ANALYZER])]
         env = dict(extra_env or {})
         if self.render_root is not None:
             env[RENDER_ROOT_ENV] = str(self.render_root)
@@ -105,13 +120,20 @@ class Fleet:
         return sum(1 for _ in (self.render_root / name).rglob("*.yaml"))
 
     def preview(self, name: str, on_output: Callable[[str], None] | None = None) -> StackRun:
-        """Plans the stack and judges the plan; raises PolicyViolation on a mandatory finding."""
+        """Plans the stack with the guardrails in the engine; raises PolicyViolation on a mandatory finding."""
         started = time.monotonic()
-        result, planned = plan(self.stack(name), self.policy_packs, on_output)
-        mandatory, advisory = judge(self.root, planned)
+        findings = Findings()
+        try:
+            result, planned = plan(self.stack(name), self.policy_packs, on_output, findings)
+        except auto.CommandError:
+            if findings.mandatory:
+                raise PolicyViolation(name, findings.mandatory) from None
+            raise
+        mandatory = findings.mandatory + retention_findings(self.root, planned)
         if mandatory:
             raise PolicyViolation(name, mandatory)
-        return StackRun(name, "preview", _count(result.change_summary), time.monotonic() - started, advisories=advisory)
+        seconds = time.monotonic() - started
+        return StackRun(name, "preview", _count(result.change_summary), seconds, advisories=findings.advisory)
 
     def up(self, name: str, on_output: Callable[[str], None] | None = None) -> StackRun:
         """Previews (and judges) first, then updates: a stack with a mandatory violation is never touched."""
