@@ -16,8 +16,8 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, ValidationError, model_validator
 
-from edgefm.model.config import GPU_MODELS, SiteSpec
 from edgefm.model import yamlfile
+from edgefm.model.config import GPU_MODELS, SiteSpec
 from edgefm.model.fields import DnsLabel, Model
 from edgefm.model.problems import ConfigError, Problem, from_validation_error
 from edgefm.model.profile import HubProfile, SiteProfile

@@ -45,6 +45,8 @@ def config_passphrase(passphrase: str | None = None) -> str:
     """The passphrase that opens the stacks' `secure:` values: an explicit one, EDGEFM_CONFIG_PASSPHRASE, or the
     local default."""
     return passphrase or os.environ.get("EDGEFM_CONFIG_PASSPHRASE") or DEFAULT_PASSPHRASE
+
+
 """Passphrase of the file backend's secrets provider, FOR LOCAL USE ONLY (development, tests, demos).
 
 It is public, so secrets encrypted with it are readable by anyone who has the state files. Stacks whose state
