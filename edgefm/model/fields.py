@@ -95,6 +95,14 @@ MemoryQuantity = Annotated[str, StringConstraints(pattern=MEMORY_QUANTITY)]
 BUCKET_NAME = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 HOST_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
+CHART_REPO = r"^(https|oci)://\S+$"
+CHART_NAME = r"^[a-z0-9][-a-z0-9]*$"
+OLM_CSV = r"^[a-z0-9.-]+\.v?\d+\.\d+\.\d+[-a-z0-9.]*$"
+K3S_VERSION = r"^v\d+\.\d+\.\d+\+k3s\d+$"
+HTTP_URL = r"^https?://\S+$"
+MIG_PROFILE = r"^(all-)?\d+g\.\d+gb$"
+DURATION = r"^\d+[sm]$"
+
 # What each pattern asks for, in words: a problem says this rather than quoting the regular expression.
 PATTERN_WORDS: dict[str, str] = {
     DNS_LABEL: "must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit",
@@ -108,6 +116,13 @@ PATTERN_WORDS: dict[str, str] = {
     "a letter or digit",
     HOST_NAME: "must be a host name: lowercase letters, digits, '.' and '-', starting and ending with a letter or "
     "digit",
+    CHART_REPO: "must be an https:// or oci:// chart repository URL",
+    CHART_NAME: "must be a chart name: lowercase letters, digits and '-', starting with a letter or digit",
+    OLM_CSV: "must be an OLM ClusterServiceVersion such as gpu-operator-certified.v25.3.0",
+    K3S_VERSION: "must be a k3s release such as v1.31.4+k3s1",
+    HTTP_URL: "must be an http:// or https:// URL",
+    MIG_PROFILE: "must be a MIG profile such as 1g.10gb or all-1g.10gb",
+    DURATION: "must be a duration in seconds or minutes, such as 30s or 1m",
 }
 
 
