@@ -38,7 +38,8 @@ class StackRun:
 
 
 class PolicyViolation(Exception):
-    """Mandatory guardrails failed on a stack's planned resources; nothing was changed."""
+    """Mandatory guardrails failed on a stack. From a preview nothing was changed; from an update (values that were
+    unknown at preview) the engine stopped at the offending resource, or after the plan for a stack policy."""
 
     def __init__(self, stack: str, findings: list[str]) -> None:
         self.stack, self.findings = stack, findings
@@ -139,7 +140,16 @@ class Fleet:
         """Previews (and judges) first, then updates: a stack with a mandatory violation is never touched."""
         judged = self.preview(name)
         started = time.monotonic()
-        result = self.stack(name).up(policy_packs=self.policy_packs, on_output=on_output)
+        # The engine judges again with every value known; a finding then still stops the update.
+        findings = Findings()
+        try:
+            result = self.stack(name).up(
+                policy_packs=self.policy_packs, on_output=on_output, on_event=findings.on_event
+            )
+        except auto.CommandError:
+            if findings.mandatory:
+                raise PolicyViolation(name, findings.mandatory) from None
+            raise
         changes = _count(result.summary.resource_changes)
         outputs = {k: ("[secret]" if v.secret else v.value) for k, v in result.outputs.items()}
         seconds = time.monotonic() - started
