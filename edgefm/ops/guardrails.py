@@ -10,6 +10,7 @@ engine's step events, which do carry it. Nothing else is evaluated in process.
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ GUARDRAILS = Path("policies") / "guardrails"
 # The pack as an executable analyzer plugin: works with every engine this project builds or finds.
 ANALYZER = GUARDRAILS / "analyzer"
 RETENTION_POLICY = "storage-datasets-protected"
+# The engine sends policy messages with its colour markup (`<{%reset%}>`) for the display to render.
+_COLOR_MARKUP = re.compile(r"<\{%[^%]*%\}>")
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,8 @@ class Findings:
         policy = event.policy_event
         if policy is not None:
             mandatory = policy.enforcement_level.lower() == "mandatory"
-            self.found.append(Finding(policy.policy_name, mandatory, policy.message.strip(), policy.resource_urn))
+            message = _COLOR_MARKUP.sub("", policy.message).strip()
+            self.found.append(Finding(policy.policy_name, mandatory, message, policy.resource_urn))
 
     @property
     def mandatory(self) -> list[str]:
