@@ -358,3 +358,30 @@ def test_no_resource_provisions_the_datasets_bucket() -> None:
     assert "no resource provisions the datasets bucket" in only(check_datasets_protected([facts()])).message
     with pytest.raises(NotApplicable):
         check_datasets_protected([bucket_job("datasets", stack=HUB)])
+
+
+def site_minio(values: dict[str, Any]) -> Resource:
+    import yaml
+
+    props = {
+        "metadata": {"name": "storage-minio", "namespace": "kube-system", "labels": {}},
+        "spec": {"chart": "minio", "version": "5.4.0", "valuesContent": yaml.safe_dump(values)},
+    }
+    return resource(SITE_STACK, "kubernetes:helm.cattle.io/v1:HelmChart", "storage-minio", props)
+
+
+def test_the_site_storage_server_as_the_program_configures_it() -> None:
+    values = {"mode": "distributed", "tls": {"enabled": True, "certSecret": "site-storage-tls"}, "buckets": []}
+    assert check_sovereignty([*site(), site_minio(values)], CFG) == []
+
+
+def test_a_storage_server_that_notifies_or_replicates_off_site() -> None:
+    webhook = site_minio({"environment": {"MINIO_NOTIFY_WEBHOOK_ENDPOINT_hub": "https://events.hub.example.net/minio"}})
+    v = only(check_sovereignty([*site(), webhook], CFG))
+    assert v.urn == webhook.urn
+    assert (
+        "spec.valuesContent environment.MINIO_NOTIFY_WEBHOOK_ENDPOINT_hub reaches https://events.hub.example.net"
+        in (v.message)
+    )
+    replicate = site_minio({"customCommands": [{"command": f"replicate add myminio/{DATASETS} --remote-bucket x"}]})
+    assert "runs a command that exports it" in only(check_sovereignty([*site(), replicate], CFG)).message

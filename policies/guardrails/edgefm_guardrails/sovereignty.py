@@ -27,7 +27,16 @@ from urllib.parse import urlsplit
 
 from edgefm_guardrails.config import SovereigntyConfig
 from edgefm_guardrails.facts import FactsError, SiteFacts, read_facts
-from edgefm_guardrails.kube import Container, annotations_of, env_values, is_kind, namespace, workload_containers
+from edgefm_guardrails.kube import (
+    Container,
+    annotations_of,
+    env_values,
+    helm_chart_name,
+    helm_values,
+    is_kind,
+    namespace,
+    workload_containers,
+)
 from edgefm_guardrails.model import (
     UNKNOWN,
     NotApplicable,
@@ -41,6 +50,7 @@ from edgefm_guardrails.model import (
 )
 from edgefm_guardrails.storage import (
     BUCKET_TYPES,
+    MINIO_CHART,
     REPLICATION_ANNOTATION,
     bucket_name,
     bucket_purpose,
@@ -53,12 +63,13 @@ DATASETS_ENV: Final = "EDGEFM_DATASETS_BUCKET"
 HUB_ENV_PREFIXES: Final = ("EDGEFM_REGISTRY_", "EDGEFM_HUB_")
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+")
 # MinIO client commands that move objects to another server (replication, tiering) for a bucket.
+# (`mc` may be missing: the MinIO chart's customCommands are mc subcommands.)
 _EXPORTING_COMMANDS: Final = (
-    re.compile(r"\bmc\s+replicate\s+(add|update|import)\b"),
-    re.compile(r"\bmc\s+(admin\s+)?bucket\s+remote\s+add\b"),
-    re.compile(r"\bmc\s+ilm\s+tier\s+add\b"),
+    re.compile(r"(?:\bmc\s+|^\s*)replicate\s+(add|update|import)\b"),
+    re.compile(r"(?:\bmc\s+|^\s*)(admin\s+)?bucket\s+remote\s+add\b"),
+    re.compile(r"(?:\bmc\s+|^\s*)ilm\s+tier\s+add\b"),
     re.compile(r"--transition-(days|date|tier)\b"),
-    re.compile(r"\bmc\s+ilm\s+rule\s+add\b.*--transition"),
+    re.compile(r"\bilm\s+rule\s+add\b.*--transition"),
 )
 AWS_REPLICATION_TYPES: Final = ("aws:s3/bucketReplicationConfig:BucketReplicationConfig",)
 AWS_LIFECYCLE_TYPES: Final = (
@@ -276,6 +287,43 @@ def check_sovereignty(resources: Sequence[Resource], cfg: SovereigntyConfig) -> 
                     )
                 )
     out += _aws_problems(resources, datasets)
+    out += _storage_server_problems(resources, datasets, facts, cfg)
+    return out
+
+
+def _strings(node: Any, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(node, Mapping):
+        for key, child in node.items():
+            yield from _strings(child, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for i, child in enumerate(node):
+            yield from _strings(child, f"{path}[{i}]")
+    elif isinstance(node, str):
+        yield path, node
+
+
+def _storage_server_problems(
+    resources: Sequence[Resource], datasets: str, facts: SiteFacts, cfg: SovereigntyConfig
+) -> list[Violation]:
+    """The site's object storage server holds the datasets: its chart values name no off-site destination
+    (bucket notification webhooks, site replication, remote tiers) and run no exporting command."""
+    out: list[Violation] = []
+    for r in resources:
+        if helm_chart_name(r) != MINIO_CHART:
+            continue
+        for where, values in helm_values(r):
+            for path, text in _strings(values, ""):
+                offsite = [url for url in _URL.findall(text) if not is_site_local(url, facts, cfg)]
+                exports = _mentions_bucket(text, datasets) and any(p.search(text) for p in _EXPORTING_COMMANDS)
+                if offsite or exports:
+                    what = f"reaches {', '.join(offsite)}" if offsite else "runs a command that exports it"
+                    out.append(
+                        Violation(
+                            f"{r.label}: {where} {path} {what}; the storage server holds the datasets bucket "
+                            f"{datasets} of site {facts.site}, whose labelled data must stay on the site",
+                            r.urn,
+                        )
+                    )
     return out
 
 
