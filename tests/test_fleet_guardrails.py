@@ -22,7 +22,7 @@ def test_findings_come_from_policy_events() -> None:
     findings = Findings()
     findings.on_event(policy_event("images", "mandatory", "<{%reset%}>Deployment 'x': image floats<{%reset%}>\n"))
     findings.on_event(policy_event("images", "mandatory", "<{%reset%}>Deployment 'x': image floats<{%reset%}>\n"))
-    findings.on_event(policy_event("labels", "advisory", "ConfigMap 'y' lacks labels"))
+    findings.on_event(policy_event("labels", "advisory", "Objects carry labels.\nConfigMap 'y' lacks labels"))
     findings.on_event(events.EngineEvent(sequence=2, timestamp=1))
     assert findings.mandatory == ["[images] Deployment 'x': image floats"]
     assert findings.advisory == ["[labels] ConfigMap 'y' lacks labels"]

@@ -49,6 +49,8 @@ class Findings:
         if policy is not None:
             mandatory = policy.enforcement_level.lower() == "mandatory"
             message = _COLOR_MARKUP.sub("", policy.message).strip()
+            # pulumi_policy sends "<policy description>\n<finding>"; the finding is what names the resource.
+            message = message.split("\n", 1)[-1].strip()
             self.found.append(Finding(policy.policy_name, mandatory, message, policy.resource_urn))
 
     @property

@@ -135,17 +135,14 @@ BASELINES = {
 def _program(out: Path) -> None:
     provider = k8s.Provider("render", render_yaml_to_directory=str(out))
     opts = pulumi.ResourceOptions(provider=provider)
-    binding = {
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-        "subjects": [{"kind": "ServiceAccount", "name": "agent", "namespace": "edgefm"}],
-    }
-    k8s.apiextensions.CustomResource(
+    k8s.rbac.v1.ClusterRoleBinding(
         "agent-admin",
-        api_version="rbac.authorization.k8s.io/v1",
-        kind="ClusterRoleBinding",
-        metadata={"name": "agent-admin", "labels": LABELS},
+        metadata=k8s.meta.v1.ObjectMetaArgs(name="agent-admin", labels=LABELS),
+        role_ref=k8s.rbac.v1.RoleRefArgs(
+            api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="cluster-admin"
+        ),
+        subjects=[k8s.rbac.v1.SubjectArgs(kind="ServiceAccount", name="agent", namespace="edgefm")],
         opts=opts,
-        **binding,
     )
     k8s.core.v1.ConfigMap("stray", metadata={"name": "stray", "labels": LABELS}, data={"a": "b"}, opts=opts)
     k8s.apiextensions.CustomResource(
