@@ -78,7 +78,8 @@ def _message(err: Any) -> str:
     if kind == "missing":
         return "required key is missing"
     if kind == "string_pattern_mismatch":
-        words = PATTERN_WORDS.get(str(ctx.get("pattern")), "does not have the form this key takes")
+        pattern = str(ctx.get("pattern"))
+        words = PATTERN_WORDS.get(pattern, f"does not match the pattern {pattern}")
         return f"{words}; got {_shown(value)}"
     if kind in ("int_type", "int_from_float", "int_parsing"):
         if isinstance(value, bool):
