@@ -15,7 +15,7 @@ from components.site.site_storage import BucketAccess, TrustBundle
 from edgefm.model.profile import FineTuningSettings, ModelRef
 
 FINETUNED_PREFIX = "finetuned/"
-# The unprivileged user edgefm's images run as (images/edgefm-tools/Dockerfile).
+# The unprivileged user edgefm's images run as (images/edgefm-tools, workloads/bridge-defects Dockerfiles).
 EDGEFM_UID = 10001
 
 
