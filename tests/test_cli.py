@@ -52,7 +52,8 @@ def test_validate_broken_copy_fails_with_field_level_messages(project_copy: Path
         line.startswith("site-bridge-north: edgefm:site.jurisdiction: unknown jurisdiction 'ZZ'") for line in lines
     )
     assert any(
-        line.startswith("site-bridge-north: edgefm:site.nodes[2]: node n3 has 1 GPUs but no gpuModel") for line in lines
+        line.startswith("site-bridge-north: edgefm:site.nodes[2].gpuModel: node n3 has 1 GPUs but no gpuModel")
+        for line in lines
     )
     assert any(line.startswith("site-bridge-north: edgefm:sshPrivateKey: must be a secret") for line in lines)
     assert "Traceback" not in result.stderr
@@ -72,7 +73,9 @@ def test_validate_reports_broken_placement_file(project_copy: Path) -> None:
 def test_validate_rejects_bad_yaml(project_copy: Path) -> None:
     (project_copy / "stacks" / "Pulumi.site-bad.yaml").write_text("config: [unclosed")
     result = edgefm("validate", cwd=project_copy)
-    assert result.returncode == 1 and "site-bad: : " in result.stderr and "not valid YAML" in result.stderr
+    assert result.returncode == 1
+    assert "site-bad: stack file stacks/Pulumi.site-bad.yaml is not valid YAML: " in result.stderr
+    assert "at line 1, column 18" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_explain_json() -> None:

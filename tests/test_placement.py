@@ -207,7 +207,7 @@ def test_no_matching_profile_is_an_error() -> None:
         (lambda d: d["defaults"]["gpuOperator"]["chart"].update(version="~25.3"), "is a range"),
         (lambda d: d["defaults"]["storage"].update(minioImage="quay.io/minio/minio"), "floats"),
         (lambda d: d["profiles"][0]["set"]["serving"].update(replicas=0), "greater than or equal to 1"),
-        (lambda d: d.update(kind="Placement"), "Input should be 'PlacementPolicy'"),
+        (lambda d: d.update(kind="Placement"), "must be one of 'PlacementPolicy', got 'Placement'"),
     ],
 )
 def test_malformed_placement_file(mutate: Any, fragment: str) -> None:

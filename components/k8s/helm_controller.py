@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.k8s.kube import meta
+from components.k8s.kube import container_security, meta, pod_security
 
 HELM_CONTROLLER_NAMESPACE = "helm-controller"
 
@@ -50,6 +50,8 @@ class HelmController(pulumi.ComponentResource):
                     metadata=meta("helm-controller", site, comp),
                     spec=k8s.core.v1.PodSpecArgs(
                         service_account_name=sa.metadata.name,
+                        # A controller that only talks to the API server: no root, no capabilities.
+                        security_context=pod_security(65534),
                         containers=[
                             k8s.core.v1.ContainerArgs(
                                 name="helm-controller",
@@ -60,6 +62,7 @@ class HelmController(pulumi.ComponentResource):
                                     requests={"cpu": "50m", "memory": "64Mi"},
                                     limits={"cpu": "500m", "memory": "256Mi"},
                                 ),
+                                security_context=container_security(),
                             )
                         ],
                     ),

@@ -10,11 +10,13 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.k8s.kube import WORKLOAD_NAMESPACE, meta
+from components.k8s.kube import WORKLOAD_NAMESPACE, container_security, meta, pod_security
 from components.site.site_storage import BucketAccess, TrustBundle
 from edgefm.model.profile import FineTuningSettings, ModelRef
 
 FINETUNED_PREFIX = "finetuned/"
+# The unprivileged user edgefm's images run as (images/edgefm-tools, workloads/bridge-defects Dockerfiles).
+EDGEFM_UID = 10001
 
 
 @dataclass
@@ -78,6 +80,7 @@ class FineTuning(pulumi.ComponentResource):
                 requests={"cpu": "250m", "memory": "256Mi"}, limits={"cpu": "1", "memory": "512Mi"}
             ),
             volume_mounts=mount_tmp,
+            security_context=container_security(),
         )
         train = k8s.core.v1.ContainerArgs(
             name="finetune",
@@ -105,6 +108,7 @@ class FineTuning(pulumi.ComponentResource):
             env=storage_env,
             resources=k8s.core.v1.ResourceRequirementsArgs(requests=resources, limits=limits),
             volume_mounts=mount_tmp,
+            security_context=container_security(),
         )
         self.job = k8s.batch.v1.Job(
             self.job_name,
@@ -125,6 +129,9 @@ class FineTuning(pulumi.ComponentResource):
                 template=k8s.core.v1.PodTemplateSpecArgs(
                     metadata=meta(self.job_name, site, comp),
                     spec=k8s.core.v1.PodSpecArgs(
+                        # Training reads buckets, never the Kubernetes API.
+                        automount_service_account_token=False,
+                        security_context=pod_security(EDGEFM_UID),
                         restart_policy="Never",
                         init_containers=[verify],
                         containers=[train],

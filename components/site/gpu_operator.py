@@ -155,12 +155,13 @@ class GpuOperator(pulumi.ComponentResource):
                 component=comp,
                 opts=in_ns,
             )
-        if args.settings.sharing.mode == "mig":
+        layout = args.settings.sharing.mig_profile  # set exactly when the mode is mig (the profile checks)
+        if args.settings.sharing.mode == "mig" and layout is not None:
             for node in args.gpu_nodes:
                 # A server-side-apply patch: only this label is owned here; the node stays the cluster's.
                 k8s.core.v1.NodePatch(
                     f"{name}-mig-{node}",
-                    metadata={"name": node, "labels": {MIG_CONFIG_LABEL: args.settings.sharing.mig_profile}},
+                    metadata=k8s.meta.v1.ObjectMetaPatchArgs(name=node, labels={MIG_CONFIG_LABEL: layout}),
                     opts=child,
                 )
         self.register_outputs({"namespace": self.namespace})

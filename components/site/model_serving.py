@@ -8,11 +8,20 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.k8s.kube import SYSTEM_NAMESPACE, WORKLOAD_NAMESPACE, meta, selector
+from components.k8s.kube import (
+    SYSTEM_NAMESPACE,
+    WORKLOAD_NAMESPACE,
+    container_security,
+    meta,
+    pod_security,
+    selector,
+)
 from components.site.site_storage import BucketAccess, TrustBundle
 from edgefm.model.profile import ServingSettings
 
 HTTP, GRPC, METRICS = 8000, 8001, 8002
+# The NGC Triton image's unprivileged triton-server user.
+TRITON_UID = 1000
 
 
 def triton_repository(endpoint: str, bucket: str, prefix: str) -> str:
@@ -88,6 +97,7 @@ class ModelServing(pulumi.ComponentResource):
             resources=k8s.core.v1.ResourceRequirementsArgs(
                 requests={"cpu": "50m", "memory": "32Mi"}, limits={"cpu": "200m", "memory": "64Mi"}
             ),
+            security_context=container_security(),
         )
         container = k8s.core.v1.ContainerArgs(
             name="triton",
@@ -112,9 +122,7 @@ class ModelServing(pulumi.ComponentResource):
             startup_probe=probe("/v2/health/live", 10, 60),
             liveness_probe=probe("/v2/health/live", 15, 4),
             readiness_probe=probe("/v2/health/ready", 5, 3),
-            security_context=k8s.core.v1.SecurityContextArgs(
-                allow_privilege_escalation=False, run_as_non_root=True, run_as_user=1000
-            ),
+            security_context=container_security(),
             volume_mounts=[
                 k8s.core.v1.VolumeMountArgs(
                     name="trust", mount_path=bundle, sub_path="ca-certificates.crt", read_only=True
@@ -136,6 +144,9 @@ class ModelServing(pulumi.ComponentResource):
                 template=k8s.core.v1.PodTemplateSpecArgs(
                     metadata=meta(name, site, comp, annotations=annotations),
                     spec=k8s.core.v1.PodSpecArgs(
+                        # Triton never calls the Kubernetes API; it runs as the image's triton-server user.
+                        automount_service_account_token=False,
+                        security_context=pod_security(TRITON_UID),
                         init_containers=[trust_init],
                         containers=[container],
                         volumes=[

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.k8s.kube import WORKLOAD_NAMESPACE, meta
+from components.k8s.kube import WORKLOAD_NAMESPACE, container_security, meta, pod_security
 from components.site.site_storage import BucketAccess, TrustBundle
 from edgefm.model.profile import ModelRef, ModelSyncSettings
 
@@ -111,9 +111,7 @@ class ModelSync(pulumi.ComponentResource):
             ),
             # Resume journals and checksum scratch go to /tmp; the root filesystem stays read-only.
             volume_mounts=[k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp"), args.trust.mount()],
-            security_context=k8s.core.v1.SecurityContextArgs(
-                run_as_non_root=True, allow_privilege_escalation=False, read_only_root_filesystem=True
-            ),
+            security_context=container_security(read_only_root=True),
         )
         job_spec = k8s.batch.v1.JobSpecArgs(
             backoff_limit=3,
@@ -122,6 +120,10 @@ class ModelSync(pulumi.ComponentResource):
             template=k8s.core.v1.PodTemplateSpecArgs(
                 metadata=meta(f"{name}", site, comp),
                 spec=k8s.core.v1.PodSpecArgs(
+                    # The sync talks to two S3 endpoints, never the Kubernetes API.
+                    automount_service_account_token=False,
+                    # The edgefm-tools image's unprivileged user (images/edgefm-tools/Dockerfile).
+                    security_context=pod_security(10001),
                     restart_policy="Never",
                     volumes=[
                         k8s.core.v1.VolumeArgs(name="tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()),

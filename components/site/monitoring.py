@@ -11,7 +11,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components.k8s.addons import helm_chart
-from components.k8s.kube import SYSTEM_NAMESPACE, meta, selector
+from components.k8s.kube import SYSTEM_NAMESPACE, container_security, meta, pod_security, selector
 from edgefm.model.profile import MonitoringSettings
 
 AGENT_SECRET = "prometheus-remote-write"
@@ -172,6 +172,8 @@ class Monitoring(pulumi.ComponentResource):
                     metadata=meta(f"{name}-agent", site, comp),
                     spec=k8s.core.v1.PodSpecArgs(
                         service_account_name=sa.metadata.name,
+                        # The Prometheus image's own user (nobody); its token is used for service discovery.
+                        security_context=pod_security(65534),
                         containers=[
                             k8s.core.v1.ContainerArgs(
                                 name="prometheus",
@@ -198,6 +200,7 @@ class Monitoring(pulumi.ComponentResource):
                                 readiness_probe=k8s.core.v1.ProbeArgs(
                                     http_get=k8s.core.v1.HTTPGetActionArgs(path="/-/ready", port=9090)
                                 ),
+                                security_context=container_security(),
                             )
                         ],
                         volumes=[

@@ -11,7 +11,14 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.k8s.addons import helm_chart
-from components.k8s.kube import SYSTEM_NAMESPACE, WORKLOAD_NAMESPACE, labels, meta
+from components.k8s.kube import (
+    SYSTEM_NAMESPACE,
+    WORKLOAD_NAMESPACE,
+    container_security,
+    labels,
+    meta,
+    pod_security,
+)
 from components.k8s.secrets import random_secret
 from edgefm.model.profile import StorageSettings
 
@@ -284,6 +291,9 @@ class SiteStorage(pulumi.ComponentResource):
                 template=k8s.core.v1.PodTemplateSpecArgs(
                     metadata=meta(job_name, site, comp, extra_labels={"edgefm.io/bucket": purpose}),
                     spec=k8s.core.v1.PodSpecArgs(
+                        # mc needs no Kubernetes API and no root: its config and CAs live under /tmp.
+                        automount_service_account_token=False,
+                        security_context=pod_security(65534),
                         restart_policy="OnFailure",
                         volumes=[
                             k8s.core.v1.VolumeArgs(
@@ -305,6 +315,7 @@ class SiteStorage(pulumi.ComponentResource):
                                     requests={"cpu": "50m", "memory": "64Mi"},
                                     limits={"cpu": "500m", "memory": "256Mi"},
                                 ),
+                                security_context=container_security(),
                             )
                         ],
                     ),

@@ -16,7 +16,7 @@ from edgefm.cli.models import models_app
 from edgefm.cli.portal import portal_app
 from edgefm.cli.worker import db_app, worker
 from edgefm.model.placement import PLACEMENT_FILE, PlacementPolicy, load_policy
-from edgefm.model.problems import ConfigError
+from edgefm.model.problems import ConfigError, summary
 from edgefm.model.stacks import (
     HUB_STACK,
     STACKS_DIR,
@@ -29,6 +29,7 @@ from edgefm.model.stacks import (
 )
 from edgefm.model.stacks import stack_files as files_in
 from edgefm.ops.affected import GitError, affected_stacks
+from edgefm.ops.engine import config_passphrase
 from edgefm.program.pin import pin_channel, registry_resolver
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
@@ -52,8 +53,8 @@ def _policy_or_exit(path: Path) -> PlacementPolicy:
     try:
         return load_policy(path)
     except ConfigError as exc:
-        for problem in exc.problems:
-            err.print(str(problem), markup=False)
+        for line in summary(exc.problems):
+            err.print(line, markup=False)
         raise typer.Exit(1) from None
 
 
@@ -71,11 +72,11 @@ def validate(
     if not paths:
         err.print(f"no stack files found in {stacks_dir}")
         raise typer.Exit(1)
-    # Validation reads files as written: encrypted values are checked for presence, not content, and
-    # render mode from the environment must not hide a missing credential.
-    report = check_fleet(paths, policy, env={})
-    for problem in report.problems:
-        err.print(str(problem), markup=False)
+    # Validation reads files as written: every encrypted value is decrypted with the passphrase the engine
+    # would use, and render mode from the environment must not hide a missing credential.
+    report = check_fleet(paths, policy, env={}, passphrase=config_passphrase())
+    for line in summary(report.problems):
+        err.print(line, markup=False)
     if report.problems:
         err.print(f"{len(report.problems)} problem(s) in {len(paths)} stack file(s)")
         raise typer.Exit(1)
@@ -106,8 +107,8 @@ def explain(
             return
         resolved = pin_channel(resolve_site_file(path, policy, env={}), registry_resolver())
     except ConfigError as exc:
-        for problem in exc.problems:
-            err.print(str(problem), markup=False)
+        for line in summary(exc.problems):
+            err.print(line, markup=False)
         raise typer.Exit(1) from None
     data = resolved.explain()
     _print(data, as_json)

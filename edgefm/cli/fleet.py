@@ -47,15 +47,13 @@ def _context(root: Path, render_root: Path | None, lab: bool) -> SiteContext:
         raise typer.Exit(2)
 
     try:
-        manifest = require_manifest()
+        require_manifest()
     except EngineNotReady as exc:
         err.print(str(exc))
         raise typer.Exit(2) from None
     return SiteContext(
         repo=root.resolve(),
         render_root=render_root.resolve() if render_root else None,
-        # Where the engine cannot start the Python pack, the fleet's own evaluation of it still gates every plan.
-        engine_policy_packs=manifest.runs_python_policy_packs,
         lab_dir=default_lab_dir(root.resolve()) if lab else None,
     )
 

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-import ipaddress
-from typing import Literal, Self
+from typing import Final, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from edgefm.model.fields import LABEL_VALUE, DnsLabel, Jurisdiction, Model, Region
+from edgefm.model.fields import (
+    BUCKET_NAME,
+    HOST_NAME,
+    LABEL_VALUE,
+    DnsLabel,
+    IpAddress,
+    IpNetwork,
+    Jurisdiction,
+    Model,
+    Region,
+)
+from edgefm.model.problems import KeyedError, Loc
 
 # GPUs the appliances ship with: the model name a node declares, and whether it can be split with MIG.
 GPU_MODELS: dict[str, bool] = {
@@ -26,13 +36,20 @@ GPU_MODELS: dict[str, bool] = {
     "RTX-6000-ADA": False,
 }
 MAX_GPUS_PER_NODE = 16
+# Site names the hub keeps for itself: `hub` is the hub's stack and the `edgefm.io/site` value of its objects
+# (a site of that name would be taken for the hub by the guardrails), and `edgefm` prefixes the hub's own
+# namespaces and buckets (`edgefm-hub`, `edgefm-models`), which a site's `<name>-models` would shadow.
+RESERVED_SITE_NAMES: Final = {
+    "hub": "it names the hub's stack and the site label of the hub's objects",
+    "edgefm": "it prefixes the hub's own namespaces and buckets (edgefm-hub, edgefm-models)",
+}
 
 
 class Node(Model):
     """One appliance node."""
 
     name: DnsLabel
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    address: IpAddress
     gpus: int = Field(default=0, ge=0, le=MAX_GPUS_PER_NODE)
     gpu_model: str | None = None
 
@@ -46,9 +63,9 @@ class Node(Model):
     @model_validator(mode="after")
     def _count_and_model_together(self) -> Self:
         if self.gpus and self.gpu_model is None:
-            raise ValueError(f"node {self.name} has {self.gpus} GPUs but no gpuModel")
+            raise KeyedError([(("gpuModel",), f"node {self.name} has {self.gpus} GPUs but no gpuModel")])
         if self.gpu_model is not None and not self.gpus:
-            raise ValueError(f"node {self.name} names gpuModel {self.gpu_model} but gpus is 0")
+            raise KeyedError([(("gpus",), f"node {self.name} names gpuModel {self.gpu_model} but gpus is 0")])
         return self
 
 
@@ -58,12 +75,13 @@ class ClusterSpec(Model):
     mode: Literal["k3s", "existing"] = "k3s"
     distribution: Literal["k3s", "kubernetes", "openshift"] = "k3s"
     # Address the API server is reached on; defaults to the first node.
-    api_address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    api_address: IpAddress | None = None
 
     @model_validator(mode="after")
     def _mode_matches_distribution(self) -> Self:
         if self.mode == "k3s" and self.distribution != "k3s":
-            raise ValueError(f"mode k3s bootstraps k3s; distribution {self.distribution} needs mode existing")
+            message = f"mode k3s bootstraps k3s; distribution {self.distribution} needs mode existing"
+            raise KeyedError([(("distribution",), message)])
         return self
 
 
@@ -74,7 +92,7 @@ class SiteSpec(Model):
     region: Region
     jurisdiction: Jurisdiction
     labels: dict[DnsLabel, LABEL_VALUE] = Field(default_factory=dict)
-    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    network: IpNetwork
     nodes: list[Node] = Field(min_length=1, max_length=9)
     cluster: ClusterSpec = ClusterSpec()
     ssh_user: DnsLabel = "edgefm"
@@ -83,35 +101,53 @@ class SiteSpec(Model):
     # Dotted profile keys the site sets itself; allowed only where a matching profile marks them overridable.
     overrides: dict[str, object] = Field(default_factory=dict)
 
-    @field_validator("network", mode="before")
+    @field_validator("name")
     @classmethod
-    def _strict_cidr(cls, value: object) -> object:
-        if isinstance(value, str):
-            try:
-                ipaddress.ip_network(value, strict=True)
-            except ValueError as exc:
-                raise ValueError(f"network {value!r} is not a CIDR block (e.g. 10.20.0.0/24): {exc}") from None
+    def _not_reserved(cls, value: str) -> str:
+        why = RESERVED_SITE_NAMES.get(value)
+        if why is not None:
+            raise ValueError(f"site name {value!r} is reserved by the hub: {why}")
         return value
 
     @model_validator(mode="after")
     def _nodes_consistent(self) -> Self:
-        problems = []
-        names = [n.name for n in self.nodes]
-        addresses = [n.address for n in self.nodes]
-        for dup in sorted({n for n in names if names.count(n) > 1}):
-            problems.append(f"duplicate node name {dup}")
-        for dup in sorted({str(a) for a in addresses if addresses.count(a) > 1}):
-            problems.append(f"duplicate node address {dup}")
-        for node in self.nodes:
+        # Each problem at the key that has to change: the later duplicate, the address outside the network.
+        problems: list[tuple[Loc, str]] = []
+        seen_names: dict[str, int] = {}
+        seen_addresses: dict[str, int] = {}
+        for i, node in enumerate(self.nodes):
+            if node.name in seen_names:
+                problems.append(
+                    (("nodes", i, "name"), f"duplicate node name {node.name} (also nodes[{seen_names[node.name]}])")
+                )
+            seen_names.setdefault(node.name, i)
+            address = str(node.address)
+            if address in seen_addresses:
+                problems.append(
+                    (
+                        ("nodes", i, "address"),
+                        f"duplicate node address {address} (also nodes[{seen_addresses[address]}])",
+                    )
+                )
+            seen_addresses.setdefault(address, i)
             if node.address not in self.network:
-                problems.append(f"node {node.name} address {node.address} is outside the site network {self.network}")
+                problems.append(
+                    (
+                        ("nodes", i, "address"),
+                        f"node {node.name} address {node.address} is outside the site network {self.network}",
+                    )
+                )
         if self.cluster.mode == "k3s" and len(self.nodes) % 2 == 0:
             # Embedded etcd needs an odd number of servers to keep quorum through one failure.
-            problems.append(f"k3s with embedded etcd needs an odd number of server nodes, got {len(self.nodes)}")
+            problems.append(
+                (("nodes",), f"k3s with embedded etcd needs an odd number of server nodes, got {len(self.nodes)}")
+            )
         if self.cluster.api_address is not None and self.cluster.api_address not in self.network:
-            problems.append(f"cluster.apiAddress {self.cluster.api_address} is outside the site network {self.network}")
+            problems.append(
+                (("cluster", "apiAddress"), f"{self.cluster.api_address} is outside the site network {self.network}")
+            )
         if problems:
-            raise ValueError("; ".join(problems))
+            raise KeyedError(problems)
         return self
 
     @property
@@ -128,7 +164,7 @@ class SiteSpec(Model):
 
 
 class RegistrySpec(Model):
-    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    bucket: str = Field(pattern=BUCKET_NAME)
     # Old object versions are kept this long, so a bad publish can be rolled back and then expires.
     noncurrent_version_days: int = Field(default=90, ge=1, le=3650)
     size_gi: int = Field(default=500, ge=10, le=100_000)
@@ -150,4 +186,4 @@ class HubSpec(Model):
     registry: RegistrySpec
     telemetry: TelemetrySpec = TelemetrySpec()
     # Public address sites use to reach the hub's ingress (registry for datacenter flavor, remote-write).
-    endpoint: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)
+    endpoint: str = Field(pattern=HOST_NAME, max_length=253)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 import pycountry
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, StringConstraints
 
 
 def to_camel(name: str) -> str:
@@ -16,9 +17,10 @@ def to_camel(name: str) -> str:
 
 
 class Model(BaseModel):
-    """Base for every config model: camelCase keys in YAML, unknown keys rejected, immutable."""
+    """Base for every config model: camelCase keys in YAML, unknown keys rejected, immutable, and strict: a
+    value has the type the key takes (a count is an integer, never `yes` or "3"); nothing is coerced."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, strict=True)
 
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -27,7 +29,8 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # left for suffixes such as `-checkpoints`.
 DnsLabel = Annotated[str, StringConstraints(pattern=DNS_LABEL, max_length=30)]
 
-LABEL_VALUE = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", max_length=63)]
+LABEL_VALUE_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+LABEL_VALUE = Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN, max_length=63)]
 
 FLOATING_TAGS = frozenset({"latest", "stable", "main", "master", "edge", "nightly", "dev"})
 
@@ -77,11 +80,74 @@ def _jurisdiction(value: str) -> str:
 
 Jurisdiction = Annotated[str, AfterValidator(_jurisdiction)]
 
-Region = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,}(-[a-z0-9]+)+$", max_length=40)]
+REGION = r"^[a-z]{2,}(-[a-z0-9]+)+$"
+Region = Annotated[str, StringConstraints(pattern=REGION, max_length=40)]
 
 _CRON_FIELD = r"(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*"
-Cron = Annotated[str, StringConstraints(pattern=rf"^{_CRON_FIELD}( {_CRON_FIELD}){{4}}$")]
+CRON = rf"^{_CRON_FIELD}( {_CRON_FIELD}){{4}}$"
+Cron = Annotated[str, StringConstraints(pattern=CRON)]
 
 # Kubernetes resource quantities, e.g. 500m, 4, 16Gi.
-CpuQuantity = Annotated[str, StringConstraints(pattern=r"^\d+(\.\d+)?m?$")]
-MemoryQuantity = Annotated[str, StringConstraints(pattern=r"^\d+(Ki|Mi|Gi|Ti)$")]
+CPU_QUANTITY = r"^\d+(\.\d+)?m?$"
+CpuQuantity = Annotated[str, StringConstraints(pattern=CPU_QUANTITY)]
+MEMORY_QUANTITY = r"^\d+(Ki|Mi|Gi|Ti)$"
+MemoryQuantity = Annotated[str, StringConstraints(pattern=MEMORY_QUANTITY)]
+BUCKET_NAME = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+HOST_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+CHART_REPO = r"^(https|oci)://\S+$"
+CHART_NAME = r"^[a-z0-9][-a-z0-9]*$"
+OLM_CSV = r"^[a-z0-9.-]+\.v?\d+\.\d+\.\d+[-a-z0-9.]*$"
+K3S_VERSION = r"^v\d+\.\d+\.\d+\+k3s\d+$"
+HTTP_URL = r"^https?://\S+$"
+MIG_PROFILE = r"^(all-)?\d+g\.\d+gb$"
+DURATION = r"^\d+[sm]$"
+
+# What each pattern asks for, in words: a problem says this rather than quoting the regular expression.
+PATTERN_WORDS: dict[str, str] = {
+    DNS_LABEL: "must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit",
+    LABEL_VALUE_PATTERN: "must be a label value: letters, digits, '-', '_' and '.', starting and ending with a "
+    "letter or digit",
+    REGION: "must be a region name such as eu-central-1: lowercase letters, then '-'-separated parts",
+    CRON: "must be a cron schedule of five fields (minute hour day month weekday), e.g. '0 2 * * *'",
+    CPU_QUANTITY: "must be a CPU quantity such as 4, 0.5 or 500m",
+    MEMORY_QUANTITY: "must be a memory quantity such as 512Mi or 16Gi",
+    BUCKET_NAME: "must be a bucket name: 3 to 63 lowercase letters, digits, '.' and '-', starting and ending with "
+    "a letter or digit",
+    HOST_NAME: "must be a host name: lowercase letters, digits, '.' and '-', starting and ending with a letter or "
+    "digit",
+    CHART_REPO: "must be an https:// or oci:// chart repository URL",
+    CHART_NAME: "must be a chart name: lowercase letters, digits and '-', starting with a letter or digit",
+    OLM_CSV: "must be an OLM ClusterServiceVersion such as gpu-operator-certified.v25.3.0",
+    K3S_VERSION: "must be a k3s release such as v1.31.4+k3s1",
+    HTTP_URL: "must be an http:// or https:// URL",
+    MIG_PROFILE: "must be a MIG profile such as 1g.10gb or all-1g.10gb",
+    DURATION: "must be a duration in seconds or minutes, such as 30s or 1m",
+}
+
+
+def _ip_address(value: Any) -> Any:
+    # Strict models take addresses as text only (YAML has no address type); parse it here, with words.
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"must be an IP address written as text, such as 10.20.0.11, not {value!r}")
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address (e.g. 10.20.0.11 or fd00::11)") from None
+
+
+def _ip_network(value: Any) -> Any:
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"must be a CIDR block written as text, such as 10.20.0.0/24, not {value!r}")
+    try:
+        return ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a CIDR block (e.g. 10.20.0.0/24): {exc}") from None
+
+
+IpAddress = Annotated[ipaddress.IPv4Address | ipaddress.IPv6Address, BeforeValidator(_ip_address)]
+IpNetwork = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(_ip_network)]

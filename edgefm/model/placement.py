@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from edgefm.model import yamlfile
 from edgefm.model.config import GPU_MODELS, SiteSpec
 from edgefm.model.fields import DnsLabel, Model
 from edgefm.model.problems import ConfigError, Problem, from_validation_error
@@ -146,11 +146,9 @@ def load_policy(path: Path) -> PlacementPolicy:
     """Reads and checks the placement file; every problem is reported with its key path."""
     label = str(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError([Problem(label, "", "placement file not found")]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([Problem(label, "", f"not valid YAML: {exc}")]) from None
+        raw = yamlfile.read(path)
+    except yamlfile.FileProblem as exc:
+        raise ConfigError([Problem(label, "", f"placement file {exc}")]) from None
     return parse_policy(raw, label)
 
 

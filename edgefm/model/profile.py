@@ -6,7 +6,22 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
-from edgefm.model.fields import CpuQuantity, Cron, DnsLabel, MemoryQuantity, Model, PinnedImage, PinnedVersion
+from edgefm.model.fields import (
+    CHART_NAME,
+    CHART_REPO,
+    DURATION,
+    HTTP_URL,
+    K3S_VERSION,
+    MIG_PROFILE,
+    OLM_CSV,
+    CpuQuantity,
+    Cron,
+    DnsLabel,
+    MemoryQuantity,
+    Model,
+    PinnedImage,
+    PinnedVersion,
+)
 
 Url = str  # kept as text: rendered into manifests verbatim
 
@@ -14,8 +29,8 @@ Url = str  # kept as text: rendered into manifests verbatim
 class ChartRef(Model):
     """A Helm chart the site's cluster pulls itself (k3s helm-controller)."""
 
-    repo: Url = Field(pattern=r"^(https|oci)://\S+$")
-    chart: str = Field(pattern=r"^[a-z0-9][-a-z0-9]*$")
+    repo: Url = Field(pattern=CHART_REPO)
+    chart: str = Field(pattern=CHART_NAME)
     version: PinnedVersion
 
 
@@ -25,14 +40,14 @@ class OlmRef(Model):
     package: str
     channel: str
     source: str = "certified-operators"
-    starting_csv: str = Field(pattern=r"^[a-z0-9.-]+\.v?\d+\.\d+\.\d+[-a-z0-9.]*$")
+    starting_csv: str = Field(pattern=OLM_CSV)
 
 
 class K3sSettings(Model):
-    version: str = Field(pattern=r"^v\d+\.\d+\.\d+\+k3s\d+$")
+    version: str = Field(pattern=K3S_VERSION)
     # Air-gapped sites point these at a mirror on the site network.
-    install_script_url: Url = Field(pattern=r"^https?://\S+$")
-    artifact_url: Url | None = Field(default=None, pattern=r"^https?://\S+$")
+    install_script_url: Url = Field(pattern=HTTP_URL)
+    artifact_url: Url | None = Field(default=None, pattern=HTTP_URL)
     # Extra SANs let clients reach the API through a VIP or DNS name as well as the first node.
     tls_san: list[str] = Field(default_factory=list)
 
@@ -59,7 +74,7 @@ class GpuSharing(Model):
     mode: Literal["none", "time-slicing", "mig"] = "none"
     # Schedulable slices per physical GPU: time-slicing replicas, or MIG instances per GPU.
     replicas: int = Field(default=1, ge=1, le=48)
-    mig_profile: str | None = Field(default=None, pattern=r"^(all-)?\d+g\.\d+gb$")
+    mig_profile: str | None = Field(default=None, pattern=MIG_PROFILE)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -135,7 +150,7 @@ class ServingSettings(Model):
 class MonitoringSettings(Model):
     prometheus_image: PinnedImage
     node_exporter_chart: ChartRef
-    scrape_interval: str = Field(pattern=r"^\d+[sm]$")
+    scrape_interval: str = Field(pattern=DURATION)
 
 
 class SiteProfile(Model):

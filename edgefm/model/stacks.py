@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import SecretStr, ValidationError
 
+from edgefm.model import secure, yamlfile
 from edgefm.model.config import HubSpec, SiteSpec
 from edgefm.model.placement import PlacementPolicy, ResolvedSite, resolve
 from edgefm.model.problems import ConfigError, Problem, from_validation_error
@@ -123,23 +123,55 @@ def fleet_stack_names(root: Path) -> list[str]:
     return hub + sorted(n for n in names if is_site_stack(n))
 
 
-def read_stack_file(path: Path) -> RawConfig:
-    """The `config:` block of a stack file; encrypted (`secure:`) values are kept as opaque secrets."""
+def read_stack_file(path: Path, passphrase: str | None = None) -> RawConfig:
+    """The `config:` block of a stack file. Encrypted (`secure:`) values are checked for the form Pulumi writes
+    and kept as opaque secrets; given the passphrase, each is decrypted, so one that would not decrypt at
+    `pulumi up` is a problem now. Any file that cannot be read, decoded or parsed is one problem."""
     stack = stack_name_of(path)
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError([Problem(stack, "", f"stack file {path} not found")]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([Problem(stack, "", f"{path} is not valid YAML: {exc}")]) from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("config", {}), dict):
+        doc = yamlfile.read(path)
+    except yamlfile.FileProblem as exc:
+        raise ConfigError([Problem(stack, "", f"stack file {path} {exc}")]) from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ConfigError([Problem(stack, "", f"stack file {path} must be a mapping with a `config:` key")])
+    config = doc.get("config")
+    if config is None:
+        config = {}
+    if not isinstance(config, dict):
         raise ConfigError([Problem(stack, "config", "must be a mapping of config keys")])
+    problems: list[Problem] = []
     raw: dict[str, RawValue] = {}
-    for key, value in (doc.get("config") or {}).items():
-        if isinstance(value, dict) and set(value) == {"secure"}:
-            raw[str(key)] = RawValue(None, secret=True)
-        else:
-            raw[str(key)] = RawValue(value, secret=False)
+    key: bytes | None = None
+    for name, value in config.items():
+        if not isinstance(name, str):
+            problems.append(Problem(stack, f"config.{name!r}", "config keys are text, such as edgefm:site"))
+            continue
+        if not (isinstance(value, dict) and "secure" in value):
+            raw[name] = RawValue(value, secret=False)
+            continue
+        if set(value) != {"secure"}:
+            problems.append(Problem(stack, name, "`secure:` stands alone: an encrypted value has no other keys"))
+            continue
+        plain: str | None = None
+        try:
+            if passphrase is None:
+                secure.check_form(value["secure"])
+            else:
+                if key is None:
+                    try:
+                        key = secure.stack_key(doc.get("encryptionsalt"), passphrase)
+                    except secure.SecureValueError as exc:
+                        # None of the stack's secrets can be read: one problem, at the salt.
+                        raise ConfigError([*problems, Problem(stack, "encryptionsalt", str(exc))]) from None
+                plain = secure.decrypt(key, value["secure"])
+        except secure.SecureValueError as exc:
+            problems.append(Problem(stack, name, f"secure value {exc}"))
+            continue
+        raw[name] = RawValue(plain, secret=True)
+    if problems:
+        raise ConfigError(problems)
     return raw
 
 
@@ -332,8 +364,14 @@ class FleetReport:
     problems: list[Problem]
 
 
-def check_fleet(paths: Iterable[Path], policy: PlacementPolicy, env: Mapping[str, str] | None = None) -> FleetReport:
-    """Validates every given stack file, collecting all problems rather than stopping at the first."""
+def check_fleet(
+    paths: Iterable[Path],
+    policy: PlacementPolicy,
+    env: Mapping[str, str] | None = None,
+    passphrase: str | None = None,
+) -> FleetReport:
+    """Validates every given stack file, collecting all problems rather than stopping at the first; with the
+    passphrase, every `secure:` value is decrypted too."""
     sites: dict[str, ResolvedSite] = {}
     hub: HubStack | None = None
     problems: list[Problem] = []
@@ -341,7 +379,7 @@ def check_fleet(paths: Iterable[Path], policy: PlacementPolicy, env: Mapping[str
         stack = stack_name_of(path)
         try:
             check_stack_name(stack)
-            raw = read_stack_file(path)
+            raw = read_stack_file(path, passphrase)
             if stack == HUB_STACK:
                 hub = parse_hub(stack, raw, env)
             else:
@@ -349,7 +387,25 @@ def check_fleet(paths: Iterable[Path], policy: PlacementPolicy, env: Mapping[str
                 sites[stack] = resolve(stack, parsed.site, policy)
         except ConfigError as exc:
             problems += exc.problems
+    if hub is not None:
+        problems += _shadowed_by_sites(hub, sites)
     return FleetReport(sites, hub, problems)
+
+
+def _shadowed_by_sites(hub: HubStack, sites: Mapping[str, ResolvedSite]) -> list[Problem]:
+    """Sites whose names the hub's registry bucket reserves: a site's `<name>-models` bucket (and the others)
+    must never be mistaken for the registry, by people or by the guardrails."""
+    bucket = hub.hub.registry.bucket
+    return [
+        Problem(
+            stack,
+            f"{NAMESPACE}:site.name",
+            f"site name {resolved.site.name!r} is reserved by the hub: its registry bucket {bucket} begins with "
+            f"it, and this site's buckets ({resolved.site.name}-models, ...) would be taken for the registry",
+        )
+        for stack, resolved in sorted(sites.items())
+        if bucket.startswith(f"{resolved.site.name}-")
+    ]
 
 
 def site_stack_files(stacks_dir: Path) -> list[Path]:

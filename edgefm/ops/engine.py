@@ -40,6 +40,14 @@ LANGUAGE_HOST: Final = "language-python"
 SCHEMA: Final = 1  # bump when the stamp or manifest layout changes, so old caches rebuild
 
 DEFAULT_PASSPHRASE: Final = "edgefm-local-only"
+
+
+def config_passphrase(passphrase: str | None = None) -> str:
+    """The passphrase that opens the stacks' `secure:` values: an explicit one, EDGEFM_CONFIG_PASSPHRASE, or the
+    local default."""
+    return passphrase or os.environ.get("EDGEFM_CONFIG_PASSPHRASE") or DEFAULT_PASSPHRASE
+
+
 """Passphrase of the file backend's secrets provider, FOR LOCAL USE ONLY (development, tests, demos).
 
 It is public, so secrets encrypted with it are readable by anyone who has the state files. Stacks whose state
@@ -115,13 +123,6 @@ class Manifest:
     cli_version: str
     sdk: SdkPins
     artefacts: Mapping[str, ArtefactStatus]
-
-    @property
-    def runs_python_policy_packs(self) -> bool:
-        """Whether the engine can start a Python CrossGuard pack: the substitute host (sdk v3.68) cannot,
-        because the CLI no longer tells it the pack's directory."""
-        host = self.artefacts.get(LANGUAGE_HOST)
-        return self.mode == "system" or (host is not None and host.substitute is None)
 
     def has_plugin(self, name: str) -> bool:
         status = self.artefacts.get(name)
@@ -219,7 +220,7 @@ def engine_overrides(
         # Package names are never resolved through the Pulumi Registry (a network call).
         "PULUMI_DISABLE_REGISTRY_RESOLVE": "true",
         "PULUMI_BACKEND_URL": backend_url or os.environ.get("EDGEFM_BACKEND_URL") or default_backend_url(repo),
-        "PULUMI_CONFIG_PASSPHRASE": passphrase or os.environ.get("EDGEFM_CONFIG_PASSPHRASE") or DEFAULT_PASSPHRASE,
+        "PULUMI_CONFIG_PASSPHRASE": config_passphrase(passphrase),
         # The language host (see tools/engine/sources.toml) runs programs with this interpreter; Pulumi.yaml's
         # `runtime.options.virtualenv` is also honoured by hosts that read it.
         "PULUMI_PYTHON_CMD": str(python or project_python(repo)),

@@ -1,9 +1,10 @@
 """The fleet through the Pulumi Automation API: preview, update and destroy site and hub stacks.
 
 This is what `make demo`, the integration tests and a portal use; the CLI (`edgefm fleet ...`) wraps it.
-Every preview and update is judged by the guardrails (`policies/guardrails`): the engine runs them as a
-CrossGuard pack where its Python language host can, and the fleet also evaluates the same checks over the
-planned resources itself, so a mandatory violation stops the stack before anything changes either way.
+Every preview and update is judged by the guardrails (`policies/guardrails`), which the engine runs as a
+CrossGuard pack through the pack's executable analyzer: a mandatory violation fails the preview, so the stack
+is stopped before anything changes. The fleet reads the findings from the engine's policy events, and checks
+in process only what the analyzer protocol does not carry (the datasets bucket's retainOnDelete).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Literal
 from pulumi import automation as auto
 
 from edgefm.model.stacks import LAB_DIR_ENV, RENDER_ROOT_ENV, fleet_stack_names
-from edgefm.ops.guardrails import GUARDRAILS, judge
+from edgefm.ops.guardrails import ANALYZER, Findings, retention_findings
 
 Operation = Literal["preview", "update", "destroy"]
 
@@ -34,12 +35,12 @@ class StackRun:
     outputs: dict[str, object] = field(default_factory=dict)
 
     advisories: list[str] = field(default_factory=list)
-    # In the lab: pods of the stack's cluster the scheduler cannot place after the update, with the reason.
     unschedulable: list[str] = field(default_factory=list)
 
 
 class PolicyViolation(Exception):
-    """Mandatory guardrails failed on a stack's planned resources; nothing was changed."""
+    """Mandatory guardrails failed on a stack. From a preview nothing was changed; from an update (values that were
+    unknown at preview) the engine stopped at the offending resource, or after the plan for a stack policy."""
 
     def __init__(self, stack: str, findings: list[str]) -> None:
         self.stack, self.findings = stack, findings
@@ -55,16 +56,30 @@ def _count(changes: Mapping[auto.OpType, int] | Mapping[str, int] | None) -> dic
 
 
 def plan(
-    stack: auto.Stack, policy_packs: Sequence[str] = (), on_output: Callable[[str], None] | None = None
+    stack: auto.Stack,
+    policy_packs: Sequence[str] = (),
+    on_output: Callable[[str], None] | None = None,
+    findings: Findings | None = None,
 ) -> tuple[auto.PreviewResult, list[dict[str, Any]]]:
-    """Previews a stack and returns the resources it would have afterwards, with their planned inputs."""
+    """Previews a stack and returns the resources it would have afterwards, with their planned inputs and
+    resource options; the policy packs' findings go to `findings` (also when the preview fails on them)."""
     planned: list[dict[str, Any]] = []
 
     def on_event(event: auto.EngineEvent) -> None:
+        if findings is not None:
+            findings.on_event(event)
         pre = event.resource_pre_event
         if pre is not None and pre.metadata.new is not None and pre.metadata.op.value != "delete":
             new = pre.metadata.new
-            planned.append({"urn": new.urn, "type": new.type, "inputs": new.inputs or {}})
+            planned.append(
+                {
+                    "urn": new.urn,
+                    "type": new.type,
+                    "inputs": new.inputs or {},
+                    "protect": bool(new.protect),
+                    "retainOnDelete": bool(new.retain_on_delete),
+                }
+            )
 
     result = stack.preview(policy_packs=list(policy_packs), on_output=on_output, on_event=on_event, diff=False)
     return result, planned
@@ -94,7 +109,7 @@ class Fleet:
         self.root = root.resolve()
         self.render_root = render_root.resolve() if render_root else None
         self.lab_dir = lab_dir.resolve() if lab_dir else None
-        self.policy_packs = [str(p) for p in (policy_packs if policy_packs is not None else [self.root / GUARDRAILS])]
+        self.policy_packs = [str(p) for p in (policy_packs if policy_packs is not None else [self.root / ANALYZER])]
         env = dict(extra_env or {})
         if self.render_root is not None:
             env[RENDER_ROOT_ENV] = str(self.render_root)
@@ -115,19 +130,35 @@ class Fleet:
         return sum(1 for _ in (self.render_root / name).rglob("*.yaml"))
 
     def preview(self, name: str, on_output: Callable[[str], None] | None = None) -> StackRun:
-        """Plans the stack and judges the plan; raises PolicyViolation on a mandatory finding."""
+        """Plans the stack with the guardrails in the engine; raises PolicyViolation on a mandatory finding."""
         started = time.monotonic()
-        result, planned = plan(self.stack(name), self.policy_packs, on_output)
-        mandatory, advisory = judge(self.root, planned)
+        findings = Findings()
+        try:
+            result, planned = plan(self.stack(name), self.policy_packs, on_output, findings)
+        except auto.CommandError:
+            if findings.mandatory:
+                raise PolicyViolation(name, findings.mandatory) from None
+            raise
+        mandatory = findings.mandatory + retention_findings(self.root, planned)
         if mandatory:
             raise PolicyViolation(name, mandatory)
-        return StackRun(name, "preview", _count(result.change_summary), time.monotonic() - started, advisories=advisory)
+        seconds = time.monotonic() - started
+        return StackRun(name, "preview", _count(result.change_summary), seconds, advisories=findings.advisory)
 
     def up(self, name: str, on_output: Callable[[str], None] | None = None) -> StackRun:
         """Previews (and judges) first, then updates: a stack with a mandatory violation is never touched."""
         judged = self.preview(name)
         started = time.monotonic()
-        result = self.stack(name).up(policy_packs=self.policy_packs, on_output=on_output)
+        # The engine judges again with every value known; a finding then still stops the update.
+        findings = Findings()
+        try:
+            result = self.stack(name).up(
+                policy_packs=self.policy_packs, on_output=on_output, on_event=findings.on_event
+            )
+        except auto.CommandError:
+            if findings.mandatory:
+                raise PolicyViolation(name, findings.mandatory) from None
+            raise
         changes = _count(result.summary.resource_changes)
         outputs = {k: ("[secret]" if v.secret else v.value) for k, v in result.outputs.items()}
         seconds = time.monotonic() - started

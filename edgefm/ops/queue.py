@@ -60,7 +60,6 @@ def context_dict(ctx: SiteContext) -> dict[str, Any]:
         "repo": str(ctx.repo),
         "render_root": str(ctx.render_root) if ctx.render_root else None,
         "backend_url": ctx.backend_url,
-        "engine_policy_packs": ctx.engine_policy_packs,
         "extra_env": dict(ctx.extra_env),
     }
 
@@ -72,7 +71,6 @@ def context_of(raw: dict[str, Any]) -> SiteContext:
         backend_url=raw.get("backend_url"),
         # The passphrase is never queued or journaled: each worker has it in its environment.
         passphrase=os.environ.get("EDGEFM_CONFIG_PASSPHRASE"),
-        engine_policy_packs=bool(raw.get("engine_policy_packs")),
         extra_env=raw.get("extra_env") or {},
     )
 

@@ -27,6 +27,7 @@ from typing import Any
 from pulumi import automation as auto
 
 from edgefm.ops.controller import SiteOutcome, SiteTask
+from edgefm.ops.guardrails import Findings
 from edgefm.ops.health import ClusterWorkloads, gate
 from edgefm.ops.strategy import HealthGate
 
@@ -43,7 +44,6 @@ class SiteContext:
     render_root: Path | None = None
     backend_url: str | None = None
     passphrase: str | None = None
-    engine_policy_packs: bool = False
     extra_env: Mapping[str, str] = field(default_factory=dict)
     # The fleet lab's state directory: each stack runs against its lab cluster instead of the site's.
     lab_dir: Path | None = None
@@ -80,10 +80,11 @@ def restore_default_signals() -> None:
 def _fleet(ctx: SiteContext, root: Path) -> Any:
     from edgefm.ops.engine import recorded_pulumi_command, require_manifest, workspace_options
     from edgefm.ops.fleet import Fleet
-    from edgefm.ops.guardrails import GUARDRAILS
+    from edgefm.ops.guardrails import ANALYZER
 
     manifest = require_manifest()
-    packs = [root / GUARDRAILS] if ctx.engine_policy_packs and manifest.runs_python_policy_packs else []
+    # The engine runs the guardrails through the pack's executable analyzer, whatever its language host.
+    packs = [root / ANALYZER]
 
     def options(**kwargs: Any) -> auto.LocalWorkspaceOptions:
         return workspace_options(
@@ -100,15 +101,27 @@ def _fleet(ctx: SiteContext, root: Path) -> Any:
     )
 
 
-def _planned(steps: list[dict[str, Any]], planned: list[dict[str, Any]]) -> Callable[[auto.EngineEvent], None]:
+def _planned(
+    steps: list[dict[str, Any]], planned: list[dict[str, Any]], findings: Findings
+) -> Callable[[auto.EngineEvent], None]:
     def on_event(event: auto.EngineEvent) -> None:
+        findings.on_event(event)
         pre = event.resource_pre_event
         if pre is None:
             return
         meta = pre.metadata
         op = meta.op.value
         if meta.new is not None and op != "delete":
-            planned.append({"urn": meta.new.urn, "type": meta.new.type, "inputs": meta.new.inputs or {}})
+            new = meta.new
+            planned.append(
+                {
+                    "urn": new.urn,
+                    "type": new.type,
+                    "inputs": new.inputs or {},
+                    "protect": bool(new.protect),
+                    "retainOnDelete": bool(new.retain_on_delete),
+                }
+            )
         if op in CHANGE_OPS:
             steps.append({"urn": meta.urn, "type": meta.type, "op": op, "keys": list(meta.diffs or [])})
 
@@ -127,7 +140,7 @@ def engine_errors(exc: Exception) -> str:
 
 def run_site(task: SiteTask, ctx: SiteContext) -> SiteOutcome:
     """Runs `task` to an outcome; every failure is caught and reported with the phase it happened in."""
-    from edgefm.ops.guardrails import judge
+    from edgefm.ops.guardrails import retention_findings
 
     worker = f"{socket.gethostname()}:{os.getpid()}"
     outcome = SiteOutcome(ok=False, phase="preview", started_at=time.time(), worker=worker)
@@ -146,12 +159,26 @@ def run_site(task: SiteTask, ctx: SiteContext) -> SiteOutcome:
                 return outcome
             steps: list[dict[str, Any]] = []
             planned: list[dict[str, Any]] = []
+            findings = Findings()
             t0 = time.monotonic()
-            result = stack.preview(policy_packs=fleet.policy_packs, on_event=_planned(steps, planned), diff=False)
+            try:
+                result = stack.preview(
+                    policy_packs=fleet.policy_packs, on_event=_planned(steps, planned, findings), diff=False
+                )
+            except auto.CommandError:
+                if not findings.mandatory:
+                    raise
+                outcome.phase = "guardrails"
+                outcome.error = f"{len(findings.mandatory)} mandatory guardrail violation(s): " + "; ".join(
+                    findings.mandatory
+                )
+                return outcome
             outcome.preview_seconds = time.monotonic() - t0
             outcome.changes, outcome.steps = changes_of(result.change_summary), steps
             outcome.phase = "guardrails"
-            mandatory, outcome.advisories = judge(root, planned)
+            # The engine ran the pack; only retainOnDelete, which the analyzer protocol lacks, is checked here.
+            mandatory = findings.mandatory + retention_findings(root, planned)
+            outcome.advisories = findings.advisory
             if mandatory:
                 outcome.error = f"{len(mandatory)} mandatory guardrail violation(s): " + "; ".join(mandatory)
                 return outcome

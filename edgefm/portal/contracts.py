@@ -13,13 +13,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from edgefm.model.fields import DnsLabel, Model
 
 
 class StrategyForm(Model):
     """The portal's rollout form; `to_ops` turns it into the fleet service's strategy document."""
+
+    # An HTML form sends every value as text: numbers and checkboxes are parsed from it (config files are strict).
+    model_config = ConfigDict(strict=False)
 
     stacks: list[str] = Field(min_length=1)
     # The mandatory canary group: the chosen sites that match this label selector.

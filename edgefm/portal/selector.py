@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from edgefm.model.placement import LabelSelector, LabelSelectorRequirement
 
@@ -42,7 +43,7 @@ def parse_selector(text: str) -> LabelSelector:
             bad = [v for v in values if not re.fullmatch(_VALUE, v)]
             if not values or bad:
                 raise SelectorError(f"selector term {term!r}: give one or more label values inside ( )")
-            op = "In" if m["op"] == "in" else "NotIn"
+            op: Literal["In", "NotIn"] = "In" if m["op"] == "in" else "NotIn"
             expressions.append(LabelSelectorRequirement(key=m["key"], operator=op, values=values))
         elif m := _EQ.match(term):
             if m["op"] == "!=":
@@ -50,8 +51,8 @@ def parse_selector(text: str) -> LabelSelector:
             else:
                 labels[m["key"]] = m["value"]
         elif m := _EXISTS.match(term):
-            op = "DoesNotExist" if m["neg"] else "Exists"
-            expressions.append(LabelSelectorRequirement(key=m["key"], operator=op))
+            exists: Literal["DoesNotExist", "Exists"] = "DoesNotExist" if m["neg"] else "Exists"
+            expressions.append(LabelSelectorRequirement(key=m["key"], operator=exists))
         else:
             raise SelectorError(
                 f"selector term {term!r} is not key=value, key!=value, key in (a,b), key notin (a,b), key or !key"

@@ -14,7 +14,7 @@ from components.hub.hub_cluster import HubCluster, HubClusterArgs
 from components.site.model_sync import RegistryAccess
 from components.site.spoke_appliance import SpokeAppliance, SpokeApplianceArgs
 from edgefm.model.placement import PLACEMENT_FILE, PlacementPolicy, ResolvedSite, load_policy, resolve
-from edgefm.model.problems import ConfigError
+from edgefm.model.problems import ConfigError, summary
 from edgefm.model.stacks import (
     HUB_KEYS,
     HUB_STACK,
@@ -131,7 +131,7 @@ def run(stack: str, root: Path) -> None:
         parsed = parse_site(stack, read_engine_config(SITE_KEYS))
         resolved = pin_channel(resolve(stack, parsed.site, policy), registry_resolver())
     except ConfigError as exc:
-        for problem in exc.problems:
-            pulumi.log.error(str(problem))
+        for line in summary(exc.problems):
+            pulumi.log.error(line)
         raise pulumi.RunError(f"{len(exc.problems)} config problem(s); nothing was changed") from None
     build_site(parsed, resolved, pulumi.StackReference(parsed.hub_stack))

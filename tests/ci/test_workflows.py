@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -105,7 +106,10 @@ def test_preview_uses_the_pack_and_comments_per_stack() -> None:
     inputs = action["with"]
     assert inputs["stack-name"] == "${{ matrix.stack }}"
     assert inputs["comment-on-pr"] is True
-    assert (ROOT / inputs["policyPacks"] / "PulumiPolicy.yaml").is_file()
+    # The pack's executable analyzer, beside its PulumiPolicy.yaml.
+    analyzer = ROOT / inputs["policyPacks"]
+    assert analyzer.is_file() and os.access(analyzer, os.X_OK)
+    assert (analyzer.parent / "PulumiPolicy.yaml").is_file()
     assert inputs["cloud-url"] == "${{ secrets.PULUMI_BACKEND_URL }}"
 
 

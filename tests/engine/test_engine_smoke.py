@@ -200,14 +200,19 @@ def test_pulumi_yaml_project_with_repo_venv(engine: Manifest, tmp_path: Path, ba
 
 
 def test_python_policy_pack(engine: Manifest, tmp_path: Path, backend: Path) -> None:
-    """A Python CrossGuard pack runs during preview and its mandatory violation fails the preview."""
-    host = engine.artefacts.get("language-python")
-    if host is not None and host.substitute:
-        # The v3.68 host's RunPlugin runs `python <req.Program>`; CLIs since then send the pack's directory in
-        # ProgramInfo only, so the analyzer never starts ("could not read plugin ...: EOF").
-        pytest.xfail(f"policy packs need a current language host: {host.substitute}")
+    """A Python CrossGuard pack runs during preview and its mandatory violation fails the preview.
+
+    The pack is given as an executable file, which the CLI starts directly as an analyzer plugin (logging flags,
+    then the engine's address); it runs the SDK's policy runner over its directory. No language host is
+    involved, so this holds with the substitute host too (a directory pack needs a host of v3.221 or later).
+    """
     pack = tmp_path / "pack"
     pack.mkdir()
+    analyzer = pack / "analyzer"
+    analyzer.write_text(
+        f'#!/bin/sh\ncd "$(dirname "$0")"\nexec {REPO_ROOT / ".venv" / "bin" / "python"} -u -m pulumi.policy "$@" .\n'
+    )
+    analyzer.chmod(0o755)
     (pack / "PulumiPolicy.yaml").write_text(
         f"runtime:\n  name: python\n  options:\n    virtualenv: {REPO_ROOT / '.venv'}\n"
     )
@@ -244,6 +249,6 @@ def test_python_policy_pack(engine: Manifest, tmp_path: Path, backend: Path) -> 
     st = auto.create_stack("policy", project_name=PROJECT, program=program, opts=opts)
     try:
         with pytest.raises(auto.CommandError, match="ConfigMaps must name a namespace"):
-            st.preview(policy_packs=[str(pack)])
+            st.preview(policy_packs=[str(analyzer)])
     finally:
         st.workspace.remove_stack("policy")

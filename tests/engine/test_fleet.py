@@ -51,7 +51,8 @@ def env(engine: Manifest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     (project / ".venv").symlink_to(ROOT / ".venv")
     state.mkdir()
     options = functools.partial(workspace_options, manifest=engine, backend_url=state.as_uri())
-    fleet = Fleet(project, options, render_root=out, policy_packs=[])
+    # The default: the engine runs the guardrails pack (its executable analyzer) on every preview and update.
+    fleet = Fleet(project, options, render_root=out)
     hub = fleet.up("hub")
     assert hub.changes.get("create", 0) > 0
     yield Env(project, state, out, fleet)

@@ -1,5 +1,6 @@
-"""The guardrails judge what the real engine plans: a stack that breaks each mandatory policy is stopped with
-that policy's message naming the resource (the sample fleet passing is in test_fleet.py)."""
+"""The guardrails inside the real engine: `pulumi preview --policy-pack policies/guardrails/analyzer` (through the
+Automation API) fails on a stack that breaks each mandatory policy, with that policy's message naming the
+resource, taken from the engine's own policy events (the sample fleet passing is in test_fleet.py)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from pulumi import automation as auto
 
 from edgefm.ops.engine import Manifest, workspace_options
 from edgefm.ops.fleet import plan
-from edgefm.ops.guardrails import judge
+from edgefm.ops.guardrails import ANALYZER, Findings, retention_findings
 from tests.harness import ROOT
+
+PACK = [str(ROOT / ANALYZER)]
 
 pytestmark = pytest.mark.engine
 
@@ -42,7 +45,14 @@ VIOLATIONS: dict[str, tuple[str, dict[str, Any], str]] = {
     "privileged": (
         "Deployment",
         _deployment("privileged", {"securityContext": {"privileged": True}}),
-        "k8s-no-privileged",
+        "k8s-pod-security-baseline",
+    ),
+    # No securityContext at all: allowPrivilegeEscalation, runAsNonRoot, seccomp and capabilities unset.
+    "rooted": ("Deployment", _deployment("rooted", {}), "k8s-pod-security-restricted"),
+    "with-password": (
+        "Deployment",
+        _deployment("with-password", {"env": [{"name": "MINIO_ROOT_PASSWORD", "value": "minio123"}]}),
+        "k8s-no-plaintext-credentials",
     ),
     "plain-http": (
         "Deployment",
@@ -104,9 +114,45 @@ JOBS: dict[str, tuple[dict[str, str], dict[str, str], dict[str, Any], str]] = {
 }
 
 
+RETAINED: dict[str, tuple[dict[str, str], dict[str, str], dict[str, Any], str]] = {
+    "unretained": (
+        {"edgefm.io/bucket": "datasets"},
+        {},
+        {"command": ["/bin/sh", "-ec", "mc mb site/bad-datasets\nmc encrypt set sse-s3 site/bad-datasets"]},
+        "storage-datasets-protected",
+    )
+}
+# Objects of the program above that break the Kubernetes baselines, by the policy they must trip.
+BASELINES = {
+    "agent-admin": "k8s-rbac-least-privilege",
+    "stray": "k8s-no-default-namespace",
+    "open": "k8s-network-policies",
+    "unpinned": "k8s-service-account-tokens",
+    "public-bucket": "storage-datasets-protected",
+}
+
+
 def _program(out: Path) -> None:
     provider = k8s.Provider("render", render_yaml_to_directory=str(out))
     opts = pulumi.ResourceOptions(provider=provider)
+    k8s.rbac.v1.ClusterRoleBinding(
+        "agent-admin",
+        metadata=k8s.meta.v1.ObjectMetaArgs(name="agent-admin", labels=LABELS),
+        role_ref=k8s.rbac.v1.RoleRefArgs(
+            api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="cluster-admin"
+        ),
+        subjects=[k8s.rbac.v1.SubjectArgs(kind="ServiceAccount", name="agent", namespace="edgefm")],
+        opts=opts,
+    )
+    k8s.core.v1.ConfigMap("stray", metadata={"name": "stray", "labels": LABELS}, data={"a": "b"}, opts=opts)
+    k8s.apiextensions.CustomResource(
+        "open",
+        api_version="networking.k8s.io/v1",
+        kind="NetworkPolicy",
+        metadata={"name": "open", "namespace": "edgefm", "labels": LABELS},
+        spec={"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]},
+        opts=opts,
+    )
     k8s.core.v1.ConfigMap(
         "facts",
         metadata={"name": "edgefm-site-facts", "namespace": "edgefm-system", "labels": LABELS},
@@ -118,7 +164,7 @@ def _program(out: Path) -> None:
             name, api_version="apps/v1", kind=kind, metadata={"name": name, "namespace": "edgefm", "labels": LABELS},
             spec=body, opts=opts,
         )  # fmt: skip
-    for name, (labels, notes, container, _) in JOBS.items():
+    for name, (labels, notes, container, _) in {**JOBS, **RETAINED}.items():
         container = {
             "name": name,
             "image": "quay.io/minio/mc:RELEASE.2024-11-21T17-21-54Z",
@@ -127,8 +173,12 @@ def _program(out: Path) -> None:
         }
         pod = {"metadata": {"labels": LABELS}, "spec": {"restartPolicy": "Never", "containers": [container]}}
         meta = {"name": name, "namespace": "edgefm-system", "labels": {**LABELS, **labels}, "annotations": notes}
+        # The second datasets bucket is protected but not retained: only the engine's step events show that.
+        options = pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(protect=True, retain_on_delete=False) if name in RETAINED else None
+        )
         k8s.apiextensions.CustomResource(
-            name, api_version="batch/v1", kind="Job", metadata=meta, spec={"template": pod}, opts=opts
+            name, api_version="batch/v1", kind="Job", metadata=meta, spec={"template": pod}, opts=options
         )
     k8s.core.v1.Service(
         "exposed",
@@ -143,15 +193,26 @@ def test_each_mandatory_violation_stops_the_preview(engine: Manifest, tmp_path: 
     (tmp_path / "state").mkdir()
     program = functools.partial(_program, tmp_path / "rendered")
     stack = auto.create_or_select_stack(stack_name="site-bad", project_name="edgefm", program=program, opts=options)
-    _, planned = plan(stack)
-    assert {p["urn"].rsplit("::", 1)[1] for p in planned} >= {*VIOLATIONS, *JOBS, "exposed", "facts"}
-    mandatory, _ = judge(ROOT, planned)
+    findings = Findings()
+    with pytest.raises(auto.CommandError):
+        plan(stack, PACK, findings=findings)
+    mandatory = findings.mandatory
     text = "\n".join(mandatory)
     expected = [(name, policy) for name, (_, _, policy) in VIOLATIONS.items()]
     expected += [(name, policy) for name, (_, _, _, policy) in JOBS.items()]
+    expected += [(name, policy) for name, policy in BASELINES.items()]
     for name, policy in expected:
         assert any(line.startswith(f"[{policy}]") and name in line for line in mandatory), (policy, name, text)
     assert any(line.startswith("[k8s-no-external-services]") and "exposed" in line for line in mandatory), text
+    # The engine gave the pack `protect`: the protected bucket passed there, the unprotected one did not.
+    assert not any("unretained" in line and "without protect" in line for line in mandatory), text
+    # retainOnDelete is not in the analyzer protocol: the fleet finds it in the engine's step events.
+    _, planned = plan(stack)
+    assert {p["urn"].rsplit("::", 1)[1] for p in planned} >= {*VIOLATIONS, *JOBS, *BASELINES, "exposed", "facts"}
+    retained = retention_findings(ROOT, planned)
+    assert all(line.endswith("without retainOnDelete; labelled data must survive a destroy or a replacement")
+               for line in retained), retained  # fmt: skip
+    assert sorted(line.split("'")[1] for line in retained) == ["public-bucket", "unretained"], retained
 
 
 def _hub_program(out: Path) -> None:
@@ -204,8 +265,10 @@ def test_a_site_identity_that_can_write_stops_the_hub_preview(engine: Manifest, 
     options = workspace_options(manifest=engine, backend_url=(tmp_path / "state").as_uri(), work_dir=tmp_path)
     program = functools.partial(_hub_program, tmp_path / "rendered")
     stack = auto.create_or_select_stack(stack_name="hub", project_name="edgefm", program=program, opts=options)
-    _, planned = plan(stack)
-    mandatory, _ = judge(ROOT, planned)
+    findings = Findings()
+    with pytest.raises(auto.CommandError):
+        plan(stack, PACK, findings=findings)
+    mandatory = findings.mandatory
     assert any(
         line.startswith("[identity-site-read-only] site bad's identity") and "wildcard actions s3:*" in line
         for line in mandatory

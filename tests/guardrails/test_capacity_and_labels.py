@@ -131,3 +131,54 @@ def test_additional_labels_are_configurable() -> None:
     svc = service("triton")
     del svc.props["metadata"]["labels"]["app.kubernetes.io/component"]
     assert check_labels(svc, LabelsConfig.from_config({"additionalLabels": []})) == []
+
+
+def test_requests_without_limits_count_too() -> None:
+    c = container("triton", "nvcr.io/nvidia/tritonserver:25.01-py3")
+    c["resources"]["requests"]["nvidia.com/gpu"] = "2"
+    assert pod_gpus({"containers": [c]}) == 2
+    found = check_gpu_capacity([facts(), deployment("triton", [c], replicas=2)], CFG)
+    assert "workloads request 4 GPUs" in found[0].message
+
+
+def chart(values: dict[str, object]) -> Resource:
+    import yaml
+
+    props = {
+        "metadata": {"name": "llm", "namespace": "kube-system", "labels": {}},
+        "spec": {"chart": "vllm", "version": "0.1.0", "valuesContent": yaml.safe_dump(values)},
+    }
+    return resource("site-bridge-north", "kubernetes:helm.cattle.io/v1:HelmChart", "llm", props)
+
+
+def test_gpus_a_chart_asks_for_in_its_values() -> None:
+    gpu = {"limits": {"nvidia.com/gpu": 1, "cpu": "4"}}
+    values = {"replicaCount": 2, "resources": gpu, "router": {"replicas": 1, "resources": {"limits": {"cpu": "1"}}}}
+    r = chart(values)
+    demands, _ = gpu_demands([r], 3)
+    assert [(d.replicas, d.per_pod, d.where) for d in demands] == [(2, 1, "spec.valuesContent resources")]
+    found = check_gpu_capacity([facts(), triton(2), r], CFG)
+    assert found[0].message == (
+        "site bridge-north: workloads request 4 GPUs (Deployment 'triton' in namespace edgefm 2x1, HelmChart 'llm' "
+        "in namespace kube-system spec.valuesContent resources 2x1) but the appliance has 3 schedulable GPUs"
+    )
+    assert check_gpu_capacity([facts(), triton(1), chart({**values, "replicaCount": 1})], CFG) == []
+
+
+def test_nested_chart_components_use_their_own_replicas() -> None:
+    values = {
+        "replicaCount": 5,
+        "worker": {"replicas": 3, "resources": {"requests": {"nvidia.com/mig-1g.10gb": "1"}}},
+        "server": {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
+    }
+    demands, _ = gpu_demands([chart(values)], 3)
+    assert sorted((d.where.split()[-1], d.replicas, d.per_pod) for d in demands) == [
+        ("server.resources", 5, 1),
+        ("worker.resources", 3, 1),
+    ]
+
+
+def test_a_gpu_operator_sharing_config_is_not_a_demand() -> None:
+    # The time-slicing config names nvidia.com/gpu but requests nothing.
+    values = {"devicePlugin": {"config": {"default": "any"}}, "sharing": {"resources": [{"name": "nvidia.com/gpu"}]}}
+    assert gpu_demands([chart(values)], 3) == ([], [])

@@ -154,9 +154,18 @@ def test_resource_from_stack_keeps_property_dependencies() -> None:
     assert resource_from_args(args).props == {"x": 1}
 
 
+def test_resource_options_reach_the_checks() -> None:
+    """`protect` comes with every resource the analyzer sees; `retainOnDelete` is not in the protocol."""
+    protected = PolicyResourceOptions(True, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
+    r = resource_from_stack(PolicyResource("t", engine_props({}), "urn:t", "t", protected, None, None, [], {}))
+    assert r.protect is True and r.retain_on_delete is None
+    args = ResourceValidationArgs("t", engine_props({}), "urn:x", "x", OPTS, None)
+    assert resource_from_args(args).protect is False
+
+
 def test_the_pack_lists_every_policy_once_with_its_level() -> None:
     names = [g.name for g in guardrails()]
-    assert len(names) == len(set(names)) == 12
+    assert len(names) == len(set(names)) == 19
     advisory = {g.name for g in guardrails() if g.level == EnforcementLevel.ADVISORY}
     assert advisory == {"k8s-required-labels"}
     assert PACK_NAME == "edgefm-guardrails"
@@ -165,7 +174,8 @@ def test_the_pack_lists_every_policy_once_with_its_level() -> None:
 SETTINGS = [
     cfg_module.ImagesConfig,
     cfg_module.ResourcesConfig,
-    cfg_module.PrivilegedConfig,
+    cfg_module.PodSecurityConfig,
+    cfg_module.RbacConfig,
     cfg_module.ExternalServicesConfig,
     cfg_module.CapacityConfig,
     cfg_module.StorageConfig,
@@ -195,6 +205,19 @@ def test_readme_documents_every_policy_and_key() -> None:
         schema = g.policy.config_schema
         for key in schema.properties if schema else {}:
             assert f"`{key}`" in text, f"{g.name}.{key}"
+
+
+def test_readme_names_the_standard_each_policy_follows() -> None:
+    rows = {}
+    for line in README.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 5 and cells[0].startswith("`") and cells[1] in ("mandatory", "advisory"):
+            rows[cells[0].strip("`")] = cells
+    assert set(rows) == {g.name for g in guardrails()}
+    for g in guardrails():
+        level, standard = rows[g.name][1], rows[g.name][3]
+        assert level == g.level.value.lower(), g.name
+        assert standard, g.name
 
 
 def test_readme_example_config_is_valid() -> None:

@@ -284,3 +284,73 @@ def test_annotated_secret_policy_base64() -> None:
     secret = resource(HUB, "kubernetes:core/v1:Secret", "p", props)
     found = check_site_identities([secret], CFG)
     assert len(found) == 1 and "allows wildcard actions s3:*" in found[0].message
+
+
+# --- grants however they are written -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "resource_arn", [f"{ARN}/sites/bridge-north/*", f"{ARN}/incoming/model.onnx", "arn:aws:s3:::edgefm-*/uploads/*"]
+)
+def test_a_write_on_a_key_prefix_reaches_the_registry(resource_arn: str) -> None:
+    prefix_write = {"Sid": "Upload", "Effect": "Allow", "Action": ["s3:PutObject"], "Resource": [resource_arn]}
+    found = check_site_identities(aws_hub(doc(*READ_STATEMENTS, prefix_write)), CFG)
+    assert len(found) == 1
+    assert "statement 'Upload' allows s3:PutObject on the model registry edgefm-models" in found[0].message
+
+
+def test_a_prefix_of_another_bucket_is_not_the_registry() -> None:
+    elsewhere = {
+        "Sid": "Scratch",
+        "Effect": "Allow",
+        "Action": ["s3:PutObject"],
+        "Resource": ["arn:aws:s3:::scratch/x/*"],
+    }
+    assert check_site_identities(aws_hub(doc(*READ_STATEMENTS, elsewhere)), CFG) == []
+
+
+def bucket_policy(statement: dict[str, Any], depends_on_user: bool = False) -> Resource:
+    user = site_user()
+    deps = {"policy": [user.urn], "bucket": [registry_bucket().urn]} if depends_on_user else None
+    props = {"bucket": REGISTRY, "policy": doc(statement)}
+    return resource(HUB, "aws:s3/bucketPolicy:BucketPolicy", "hub-registry-grants", props, deps)
+
+
+@pytest.mark.parametrize(
+    "principal",
+    [
+        {"AWS": "arn:aws:iam::123456789012:user/edgefm/sites/edgefm-site-bridge-north"},
+        {"AWS": ["arn:aws:iam::123456789012:role/publisher", "arn:aws:iam::1:user/edgefm-site-bridge-north"]},
+    ],
+)
+def test_a_bucket_policy_that_lets_a_site_write(principal: dict[str, Any]) -> None:
+    grant = {"Sid": "SiteUpload", "Effect": "Allow", "Principal": principal, "Action": "s3:PutObject",
+             "Resource": f"{ARN}/*"}  # fmt: skip
+    policy = bucket_policy(grant)
+    found = check_site_identities([*aws_hub(doc(*READ_STATEMENTS)), policy], CFG)
+    assert [(v.urn, "allows s3:PutObject on the model registry" in v.message) for v in found] == [(policy.urn, True)]
+    assert found[0].message.startswith(
+        "site bridge-north's identity: BucketPolicy 'hub-registry-grants' grants User 'hub-registry-site-bridge-north'"
+    )
+
+
+def test_a_bucket_policy_whose_principal_is_computed_from_the_site_user() -> None:
+    grant = {"Effect": "Allow", "Principal": {"AWS": UNKNOWN}, "Action": ["s3:*"], "Resource": [f"{ARN}/*"]}
+    body = {"Version": "2012-10-17", "Statement": [grant]}
+    user = site_user()
+    policy = resource(
+        HUB, "aws:s3/bucketPolicy:BucketPolicy", "grants", {"bucket": REGISTRY, "policy": body}, {"policy": [user.urn]}
+    )
+    found = check_site_identities([*aws_hub(doc(*READ_STATEMENTS)), policy], CFG)
+    assert len(found) == 1 and "allows wildcard actions s3:*" in found[0].message
+
+
+def test_bucket_policies_that_grant_sites_only_reads_or_grant_others_pass() -> None:
+    read = {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::1:user/edgefm-site-bridge-north"},
+            "Action": ["s3:GetObject"], "Resource": [f"{ARN}/*"]}  # fmt: skip
+    publisher = {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::1:role/publisher"}, "Action": ["s3:PutObject"],
+                 "Resource": [f"{ARN}/*"]}  # fmt: skip
+    deny = {"Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": [f"{ARN}/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}}}  # fmt: skip
+    stack = [*aws_hub(doc(*READ_STATEMENTS)), bucket_policy(read), bucket_policy(publisher), bucket_policy(deny)]
+    assert check_site_identities(stack, CFG) == []

@@ -1,25 +1,22 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
-from edgefm_guardrails.config import ExternalServicesConfig, PrivilegedConfig, ResourcesConfig
-from edgefm_guardrails.kubernetes import (
-    check_external_services,
-    check_privileged,
-    check_requests_and_limits,
-    parse_quantity,
-)
+from edgefm_guardrails.config import ExternalServicesConfig, ResourcesConfig
+from edgefm_guardrails.kubernetes import check_external_services, check_requests_and_limits, parse_quantity
 from edgefm_guardrails.model import NotApplicable
 
 from tests.guardrails.guardrail_builders import (
     HUB,
     SITE_STACK,
     container,
-    daemonset,
     deployment,
     facts,
     job,
+    meta,
+    resource,
     service,
 )
 
@@ -74,30 +71,6 @@ def test_required_resources_are_configurable() -> None:
     assert check_requests_and_limits(deployment("a", [c]), relaxed) == []
 
 
-def test_privileged_only_in_the_gpu_operator_namespace() -> None:
-    priv = container("driver", security_context={"privileged": True})
-    for ns in ("gpu-operator", "nvidia-gpu-operator"):
-        assert check_privileged(daemonset("driver", [priv], namespace=ns), PrivilegedConfig()) == []
-    found = check_privileged(deployment("triton", [priv]), PrivilegedConfig())
-    assert [v.message for v in found] == [
-        "Deployment 'triton' in namespace edgefm: container 'driver' runs privileged; privileged containers "
-        "are allowed only in namespaces gpu-operator, nvidia-gpu-operator"
-    ]
-
-
-def test_sys_admin_counts_as_privileged() -> None:
-    c = container("x", security_context={"capabilities": {"add": ["NET_BIND_SERVICE", "SYS_ADMIN"]}})
-    found = check_privileged(deployment("x", [c]), PrivilegedConfig())
-    assert len(found) == 1 and "adds capabilities SYS_ADMIN" in found[0].message
-    unprivileged = container("y", security_context={"privileged": False, "allowPrivilegeEscalation": False})
-    assert check_privileged(deployment("y", [unprivileged]), PrivilegedConfig()) == []
-
-
-def test_privileged_namespaces_are_configurable() -> None:
-    c = container("x", security_context={"privileged": True})
-    assert check_privileged(deployment("x", [c]), PrivilegedConfig(("edgefm",))) == []
-
-
 @pytest.mark.parametrize("type_", ["LoadBalancer", "NodePort"])
 def test_external_services_need_the_sites_permission(type_: str) -> None:
     svc = service("triton", type_)
@@ -121,3 +94,42 @@ def test_external_services_on_the_hub_follow_pack_config() -> None:
 def test_external_services_without_facts_defer_to_site_facts_policy() -> None:
     with pytest.raises(NotApplicable, match="site-facts"):
         check_external_services([service("triton", "LoadBalancer", stack=SITE_STACK)], ExternalServicesConfig())
+
+
+def test_external_ips_are_exposure_too() -> None:
+    svc = service("triton")
+    svc.props["spec"]["externalIPs"] = ["192.0.2.10"]
+    found = check_external_services([facts(), svc], ExternalServicesConfig())
+    assert [v.message for v in found] == [
+        "Service 'triton' in namespace edgefm lists externalIPs 192.0.2.10 but site bridge-north does not allow "
+        "external services; use ClusterIP"
+    ]
+    assert check_external_services([facts(allowExternalServices=True), svc], ExternalServicesConfig()) == []
+
+
+def ingress(name: str, stack: str = SITE_STACK, kind: str = "networking.k8s.io/v1:Ingress") -> Any:
+    props = {"metadata": meta(name, stack), "spec": {"rules": [{"host": f"{name}.example.net"}]}}
+    return resource(stack, f"kubernetes:{kind}", name, props)
+
+
+@pytest.mark.parametrize(
+    "kind", ["networking.k8s.io/v1:Ingress", "route.openshift.io/v1:Route", "gateway.networking.k8s.io/v1:Gateway"]
+)
+def test_ingresses_and_routes_at_a_site_need_its_permission(kind: str) -> None:
+    r = ingress("triton", kind=kind)
+    found = check_external_services([facts(), r], ExternalServicesConfig())
+    assert [(v.message, v.urn) for v in found] == [
+        (
+            f"{kind.rsplit(':', 1)[1]} 'triton' in namespace edgefm exposes Services outside the cluster but "
+            "site bridge-north does not allow external services",
+            r.urn,
+        )
+    ]
+    assert check_external_services([facts(allowExternalServices=True), r], ExternalServicesConfig()) == []
+
+
+def test_hub_ingresses_follow_their_own_setting() -> None:
+    r = ingress("registry", stack=HUB)
+    assert check_external_services([r], ExternalServicesConfig()) == []
+    found = check_external_services([r], ExternalServicesConfig.from_config({"allowIngressOnHub": False}))
+    assert len(found) == 1 and "allowIngressOnHub setting is false" in found[0].message

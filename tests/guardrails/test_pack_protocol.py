@@ -22,11 +22,13 @@ PACK_DIR = Path(__file__).resolve().parents[2] / "policies" / "guardrails"
 STARTUP_TIMEOUT_S = 60
 
 
-# How Python language hosts start a pack: older ones through the SDK's module runner (engine address, pack
-# directory), newer ones by running the directory's __main__.py with the engine address.
+# How a pack is started: the CLI runs the pack's executable `analyzer` itself as the analyzer plugin (logging
+# flags, then the engine address); Python language hosts use the SDK's module runner (engine address, pack
+# directory) or, newer ones, run the directory's __main__.py with the engine address.
 LAUNCHERS = {
-    "module-runner": ["-m", "pulumi.policy", "127.0.0.1:1", str(PACK_DIR)],
-    "bare-directory": [str(PACK_DIR), "127.0.0.1:1"],
+    "executable": [str(PACK_DIR / "analyzer"), "--logtostderr", "-v=9", "127.0.0.1:1"],
+    "module-runner": [sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:1", str(PACK_DIR)],
+    "bare-directory": [sys.executable, "-u", str(PACK_DIR), "127.0.0.1:1"],
 }
 
 
@@ -35,7 +37,7 @@ def analyzer(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
     proc = subprocess.Popen(
-        [sys.executable, "-u", *LAUNCHERS[request.param]],
+        LAUNCHERS[request.param],
         # The engine's working directory is the program's, not the pack's.
         cwd=tmp_path_factory.mktemp("program"),
         stdout=subprocess.PIPE,
@@ -79,7 +81,7 @@ def test_analyzer_info_lists_policies_with_schemas(analyzer: analyzer_pb2_grpc.A
     info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
     assert info.name == "edgefm-guardrails"
     policies = {p.name: p for p in info.policies}
-    assert len(policies) == 12
+    assert len(policies) == 19
     assert policies["k8s-required-labels"].enforcementLevel == analyzer_pb2.ADVISORY
     assert policies["data-sovereignty"].enforcementLevel == analyzer_pb2.MANDATORY
     schema = json_format.MessageToDict(policies["images-pinned-allowed-registries"].configSchema.properties)

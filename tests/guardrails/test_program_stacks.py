@@ -19,7 +19,17 @@ TLS = "storage-tls-only"
 def resources_of(run: harness.Run) -> list[Resource]:
     out = []
     for rec in run.resources:
-        out.append(Resource(rec.urn, rec.type, rec.name, harness.unwrap(rec.inputs), rec.property_dependencies))
+        out.append(
+            Resource(
+                rec.urn,
+                rec.type,
+                rec.name,
+                harness.unwrap(rec.inputs),
+                rec.property_dependencies,
+                protect=rec.protect,
+                retain_on_delete=rec.retain_on_delete,
+            )
+        )
     return out
 
 

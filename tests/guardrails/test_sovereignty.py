@@ -6,7 +6,7 @@ import pytest
 from edgefm_guardrails.config import SovereigntyConfig
 from edgefm_guardrails.facts import check_site_facts, parse_facts, read_facts
 from edgefm_guardrails.model import NotApplicable, Resource, Violation
-from edgefm_guardrails.sovereignty import check_sovereignty
+from edgefm_guardrails.sovereignty import check_datasets_protected, check_sovereignty
 
 from tests.guardrails.guardrail_builders import (
     BUCKETS,
@@ -89,11 +89,13 @@ def test_replication_of_other_buckets_is_not_a_sovereignty_matter() -> None:
     assert check_sovereignty([facts(), models], CFG) == []
 
 
-def test_undeclared_replication_on_datasets() -> None:
-    v = only(
-        check_sovereignty([facts(), bucket_job("datasets", annotations={"edgefm.io/bucket-replication": None})], CFG)
-    )
-    assert "does not declare edgefm.io/bucket-replication: none" in v.message
+def test_annotations_do_not_vouch_for_the_commands() -> None:
+    """What the provisioning commands do counts: no annotation is needed, and none can hide a replication."""
+    quiet = bucket_job("datasets", annotations={"edgefm.io/bucket-replication": None})
+    assert check_sovereignty([facts(), quiet], CFG) == []
+    step = f"mc replicate add site/{DATASETS} --remote-bucket arn:minio:replication::x:backup"
+    declared_none = bucket_job("datasets", steps=[step])
+    assert "which moves objects to another server" in only(check_sovereignty([facts(), declared_none], CFG)).message
 
 
 @pytest.mark.parametrize(
@@ -259,3 +261,127 @@ def test_parse_facts_collects_every_problem() -> None:
     del doc["site"], doc["storageEndpoint"]
     with pytest.raises(ValueError, match=r"site must be str.*storageEndpoint must be str"):
         parse_facts(doc)
+
+
+# --- destinations wherever they are configured ---------------------------------------------------------
+
+
+def config_map(name: str, data: dict[str, str], kind: str = "ConfigMap") -> Resource:
+    field = "stringData" if kind == "Secret" else "data"
+    props = {"metadata": {"name": name, "namespace": "edgefm", "labels": {}}, field: data}
+    return resource(SITE_STACK, f"kubernetes:core/v1:{kind}", name, props)
+
+
+def test_an_off_site_destination_in_a_config_map_taken_as_env() -> None:
+    ft = fine_tuning()
+    ft.props["spec"]["template"]["spec"]["containers"][0]["envFrom"] = [{"configMapRef": {"name": "upload"}}]
+    cm = config_map("upload", {"RESULTS_URL": "https://collector.example.com/upload"})
+    v = only(check_sovereignty([*site(ft), cm], CFG))
+    assert v.urn == ft.urn
+    assert "env RESULTS_URL (from ConfigMap upload)=https://collector.example.com/upload" in v.message
+
+
+def test_an_off_site_destination_from_one_secret_key() -> None:
+    ft = fine_tuning()
+    ft.props["spec"]["template"]["spec"]["containers"][0]["env"].append(
+        {"name": "SINK", "valueFrom": {"secretKeyRef": {"name": "sink", "key": "url"}}}
+    )
+    secret = config_map("sink", {"url": "https://203.0.113.9:9000/bucket"}, kind="Secret")
+    assert (
+        "env SINK (from Secret sink)=https://203.0.113.9:9000/bucket"
+        in only(check_sovereignty([*site(ft), secret], CFG)).message
+    )
+
+
+def test_an_off_site_destination_in_a_mounted_config_file() -> None:
+    ft = fine_tuning()
+    pod = ft.props["spec"]["template"]["spec"]
+    pod["volumes"] = [{"name": "cfg", "configMap": {"name": "trainer"}}]
+    pod["containers"][0]["volumeMounts"] = [{"name": "cfg", "mountPath": "/etc/trainer"}]
+    cm = config_map("trainer", {"trainer.yaml": "report:\n  endpoint: https://wandb.example.io\n"})
+    v = only(check_sovereignty([*site(ft), cm], CFG))
+    assert "file trainer.yaml of ConfigMap trainer: https://wandb.example.io" in v.message
+    # The same ConfigMap, not mounted by the container, configures nothing.
+    del pod["containers"][0]["volumeMounts"]
+    assert check_sovereignty([*site(ft), cm], CFG) == []
+
+
+def test_reading_the_datasets_can_be_configured_through_a_config_map_too() -> None:
+    c = container("exporter", env={"TARGET": "https://backup.example.net"})
+    c["envFrom"] = [{"configMapRef": {"name": "source"}}]
+    cm = config_map("source", {"SOURCE_BUCKET": DATASETS})
+    v = only(check_sovereignty([*site(deployment("exporter", [c])), cm], CFG))
+    assert "(env SOURCE_BUCKET (from ConfigMap source))" in v.message
+    # Site-local destinations in config maps are fine.
+    local = config_map("source", {"SOURCE_BUCKET": DATASETS, "ENDPOINT": ENDPOINT})
+    c2 = container("reader")
+    c2["envFrom"] = [{"configMapRef": {"name": "source"}}]
+    assert check_sovereignty([*site(deployment("reader", [c2])), local], CFG) == []
+
+
+# --- the datasets bucket's resource options ------------------------------------------------------------
+
+
+def with_options(r: Resource, protect: bool | None, retain: bool | None) -> Resource:
+    return Resource(r.urn, r.type, r.name, r.props, r.property_dependencies, r.dependencies, protect, retain)
+
+
+def test_the_datasets_bucket_is_protected_and_retained() -> None:
+    datasets = with_options(bucket_job("datasets"), True, True)
+    assert check_datasets_protected([facts(), datasets, bucket_job("models")]) == []
+    # The analyzer does not send retainOnDelete: None is not judged.
+    assert check_datasets_protected([facts(), with_options(bucket_job("datasets"), True, None)]) == []
+
+
+@pytest.mark.parametrize(
+    ("protect", "retain", "missing"),
+    [(False, True, "protect"), (True, False, "retainOnDelete"), (False, False, "protect and retainOnDelete")],
+)
+def test_an_unprotected_datasets_bucket(protect: bool, retain: bool, missing: str) -> None:
+    datasets = with_options(bucket_job("datasets"), protect, retain)
+    v = only(check_datasets_protected([facts(), datasets]))
+    assert v.urn == datasets.urn
+    assert v.message == (
+        f"Job 'site-storage-bucket-datasets' in namespace edgefm-system provisions the datasets bucket {DATASETS} "
+        f"of site bridge-north without {missing}; labelled data must survive a destroy or a replacement"
+    )
+
+
+def test_a_claim_or_an_s3_bucket_can_hold_the_datasets() -> None:
+    claim = with_options(object_bucket_claim("datasets"), False, None)
+    assert "without protect" in only(check_datasets_protected([facts(), claim])).message
+    s3 = resource(SITE_STACK, "aws:s3/bucket:Bucket", "datasets", {"bucket": DATASETS})
+    assert "without protect" in only(check_datasets_protected([facts(), with_options(s3, False, None)])).message
+
+
+def test_no_resource_provisions_the_datasets_bucket() -> None:
+    assert "no resource provisions the datasets bucket" in only(check_datasets_protected([facts()])).message
+    with pytest.raises(NotApplicable):
+        check_datasets_protected([bucket_job("datasets", stack=HUB)])
+
+
+def site_minio(values: dict[str, Any]) -> Resource:
+    import yaml
+
+    props = {
+        "metadata": {"name": "storage-minio", "namespace": "kube-system", "labels": {}},
+        "spec": {"chart": "minio", "version": "5.4.0", "valuesContent": yaml.safe_dump(values)},
+    }
+    return resource(SITE_STACK, "kubernetes:helm.cattle.io/v1:HelmChart", "storage-minio", props)
+
+
+def test_the_site_storage_server_as_the_program_configures_it() -> None:
+    values = {"mode": "distributed", "tls": {"enabled": True, "certSecret": "site-storage-tls"}, "buckets": []}
+    assert check_sovereignty([*site(), site_minio(values)], CFG) == []
+
+
+def test_a_storage_server_that_notifies_or_replicates_off_site() -> None:
+    webhook = site_minio({"environment": {"MINIO_NOTIFY_WEBHOOK_ENDPOINT_hub": "https://events.hub.example.net/minio"}})
+    v = only(check_sovereignty([*site(), webhook], CFG))
+    assert v.urn == webhook.urn
+    assert (
+        "spec.valuesContent environment.MINIO_NOTIFY_WEBHOOK_ENDPOINT_hub reaches https://events.hub.example.net"
+        in (v.message)
+    )
+    replicate = site_minio({"customCommands": [{"command": f"replicate add myminio/{DATASETS} --remote-bucket x"}]})
+    assert "runs a command that exports it" in only(check_sovereignty([*site(), replicate], CFG)).message

@@ -238,38 +238,78 @@ def test_no_buckets_is_not_applicable() -> None:
 
 @pytest.mark.parametrize("purpose", ["datasets", "models", "checkpoints"])
 def test_onsite_buckets_as_the_program_declares_them(purpose: str) -> None:
-    versioning = "false" if purpose == "checkpoints" else "true"
-    job = bucket_job(purpose, annotations={"edgefm.io/bucket-versioning": versioning})
-    assert check_onsite_bucket(job, CFG) == []
+    assert check_onsite_bucket(bucket_job(purpose), CFG) == []
     assert check_onsite_bucket(object_bucket_claim(purpose), CFG) == []
 
 
-def test_public_or_unencrypted_onsite_bucket() -> None:
-    ann = {"edgefm.io/bucket-public": "true", "edgefm.io/bucket-encryption": "none"}
-    job = bucket_job("models", annotations=ann)
-    shown = "Job 'site-storage-bucket-models' in namespace edgefm-system " + (
-        "(bucket bridge-north-models, purpose models)"
-    )
+SHOWN = "Job 'site-storage-bucket-models' in namespace edgefm-system (bucket bridge-north-models, purpose models)"
+
+
+@pytest.mark.parametrize("mode", ["download", "upload", "public"])
+def test_a_job_that_opens_its_bucket_is_public_whatever_it_declares(mode: str) -> None:
+    step = f"mc anonymous set {mode} site/bridge-north-models"
+    job = bucket_job("models", steps=[step])
+    assert job.props["metadata"]["annotations"]["edgefm.io/bucket-public"] == "false"
     assert messages(check_onsite_bucket(job, CFG)) == [
-        f"{shown} is public (edgefm.io/bucket-public='true'); buckets must be private",
-        f"{shown} is not encrypted at rest (edgefm.io/bucket-encryption='none'; want sse-kms or sse-s3)",
+        f"{SHOWN} runs {step!r}, which opens it to anonymous access; buckets must be private"
     ]
 
 
-def test_undeclared_settings_are_violations() -> None:
-    obc = object_bucket_claim("datasets")
-    del obc.props["metadata"]["annotations"]["edgefm.io/bucket-public"]
-    found = check_onsite_bucket(obc, CFG)
-    assert len(found) == 1 and "does not declare annotation edgefm.io/bucket-public" in found[0].message
+def test_a_job_that_never_encrypts_its_bucket_is_unencrypted_whatever_it_declares() -> None:
+    job = bucket_job("models")
+    script = job.props["spec"]["template"]["spec"]["containers"][0]["command"]
+    script[2] = script[2].replace("mc encrypt set sse-s3 site/bridge-north-models", "true")
+    assert job.props["metadata"]["annotations"]["edgefm.io/bucket-encryption"] == "sse-s3"
+    assert messages(check_onsite_bucket(job, CFG)) == [
+        f"{SHOWN} is not encrypted at rest: its commands set no `encrypt set sse-s3|sse-kms` on it"
+    ]
+    cleared = bucket_job("models", steps=["mc encrypt clear site/bridge-north-models"])
+    assert "not encrypted at rest" in messages(check_onsite_bucket(cleared, CFG))[0]
+    # Encrypting another bucket does not count.
+    other = bucket_job("models")
+    other_script = other.props["spec"]["template"]["spec"]["containers"][0]["command"]
+    other_script[2] = other_script[2].replace(
+        "encrypt set sse-s3 site/bridge-north-models", "encrypt set sse-s3 site/x"
+    )
+    assert "not encrypted at rest" in messages(check_onsite_bucket(other, CFG))[0]
+
+
+def test_a_job_that_creates_no_bucket() -> None:
+    job = bucket_job("models")
+    job.props["spec"]["template"]["spec"]["containers"][0]["command"] = ["/bin/sh", "-ec", "echo nothing"]
+    assert messages(check_onsite_bucket(job, CFG)) == [
+        "Job 'site-storage-bucket-models' in namespace edgefm-system (purpose models) is labelled edgefm.io/bucket "
+        "but its commands create no bucket (`mc mb`)"
+    ]
+
+
+def test_a_computed_script_is_judged_at_update_time() -> None:
+    job = bucket_job("models")
+    job.props["spec"]["template"]["spec"]["containers"][0]["command"] = UNKNOWN
+    assert check_onsite_bucket(job, CFG) == []
 
 
 def test_hub_registry_bucket_must_be_versioned() -> None:
-    registry = bucket_job("models", stack=HUB, name=REGISTRY, annotations={"edgefm.io/bucket-versioning": "false"})
-    found = check_onsite_bucket(registry, CFG)
+    registry = bucket_job("models", stack=HUB, name=REGISTRY, steps=[f"mc version enable site/{REGISTRY}"])
+    assert check_onsite_bucket(registry, CFG) == []
+    unversioned = bucket_job("models", stack=HUB, name=REGISTRY)
+    found = check_onsite_bucket(unversioned, CFG)
     assert len(found) == 1 and "holds the model registry" in found[0].message
+    suspended = bucket_job(
+        "models",
+        stack=HUB,
+        name=REGISTRY,
+        steps=[f"mc version enable site/{REGISTRY}", f"mc version suspend site/{REGISTRY}"],
+    )
+    assert len(check_onsite_bucket(suspended, CFG)) == 1
     # A site's models bucket is a mirror, not the registry.
-    mirror = bucket_job("models", annotations={"edgefm.io/bucket-versioning": "false"})
-    assert check_onsite_bucket(mirror, CFG) == []
+    assert check_onsite_bucket(bucket_job("models"), CFG) == []
+
+
+def test_a_claim_cannot_hold_the_registry() -> None:
+    claim = object_bucket_claim("models", stack=HUB)
+    found = check_onsite_bucket(claim, CFG)
+    assert len(found) == 1 and "cannot enable versioning" in found[0].message
 
 
 def test_unlabelled_jobs_are_not_buckets() -> None:

@@ -153,9 +153,9 @@ def test_onboarding_errors_stand_beside_their_fields(client_for: Client, portal:
     response = client.post("/onboard", data=bad)
     assert response.status_code == 422
     errors = dict(re.findall(r'data-field="([^"]+)">([^<]+)<', response.text))
-    assert "pattern" in errors["name"]
+    assert "must be a DNS label" in errors["name"]
     assert "unknown jurisdiction" in errors["jurisdiction"]
-    assert "gpuModel" in errors["node_name_2"]  # a node-level check names the node
+    assert "gpuModel" in errors["node_gpu_model_2"]  # a node-level check stands beside the key to change
     assert not (portal.repo / "stacks" / "Pulumi.site-Bridge_East.yaml").exists()
     # Placement problems land beside the label that causes them.
     gpu_less = {**ONBOARD, "label_accelerator": "gpu", "label_finetune": "enabled", "csrftoken": csrf_of(client)}

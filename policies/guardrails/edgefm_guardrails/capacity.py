@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from edgefm_guardrails.config import CapacityConfig
 from edgefm_guardrails.facts import FactsError, read_facts
-from edgefm_guardrails.kube import containers, pod_template
+from edgefm_guardrails.kube import containers, helm_values, pod_template
 from edgefm_guardrails.kubernetes import parse_quantity
 from edgefm_guardrails.model import (
     UNKNOWN,
@@ -34,29 +34,45 @@ class GpuDemand:
     resource: Resource
     replicas: int
     per_pod: int
+    where: str = ""  # for chart values: which block of the values
 
     @property
     def total(self) -> int:
         return self.replicas * self.per_pod
 
     def describe(self) -> str:
-        return f"{self.resource.label} {self.replicas}x{self.per_pod}"
+        where = f" {self.where}" if self.where else ""
+        return f"{self.resource.label}{where} {self.replicas}x{self.per_pod}"
 
 
-def _gpus(spec: Mapping[str, Any]) -> int | None:
-    """GPUs one container limits itself to; None if unknown during preview."""
-    limits = get(spec, "resources", "limits")
-    if limits is UNKNOWN:
+def _is_gpu(key: Any) -> bool:
+    return key == GPU_RESOURCE or str(key).startswith(MIG_RESOURCE_PREFIX)
+
+
+def resource_gpus(resources: Any) -> int | None:
+    """GPUs a `resources` block holds: limits, or requests where a limit is missing (the API makes extended
+    resources' requests equal their limits, so either names the count); None if unknown during preview."""
+    if resources is UNKNOWN:
         return None
-    total = Decimal(0)
-    for key, value in as_mapping(limits).items():
-        if key == GPU_RESOURCE or str(key).startswith(MIG_RESOURCE_PREFIX):
+    counts: dict[str, Decimal] = {}
+    for part in ("requests", "limits"):
+        block = get(resources, part)
+        if block is UNKNOWN:
+            return None
+        for key, value in as_mapping(block).items():
+            if not _is_gpu(key):
+                continue
             if value is UNKNOWN:
                 return None
             q = parse_quantity(value)
             if q is not None:
-                total += q
-    return int(total)
+                counts[str(key)] = max(counts.get(str(key), Decimal(0)), q)
+    return int(sum(counts.values(), Decimal(0)))
+
+
+def _gpus(spec: Mapping[str, Any]) -> int | None:
+    """GPUs one container holds; None if unknown during preview."""
+    return resource_gpus(get(spec, "resources"))
 
 
 def pod_gpus(spec: Mapping[str, Any]) -> int | None:
@@ -74,11 +90,50 @@ def pod_gpus(spec: Mapping[str, Any]) -> int | None:
     return max([sum(app), *init])
 
 
+_REPLICA_KEYS: Final = ("replicaCount", "replicas")
+
+
+def _replicas(node: Mapping[str, Any]) -> int | None:
+    for key in _REPLICA_KEYS:
+        value = node.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def chart_gpus(values: Any) -> list[tuple[str, int, int]]:
+    """(path, replicas, per pod) for every `resources` block in a chart's values that holds GPUs.
+
+    Replicas come from `replicaCount`/`replicas` beside the block, else from the values' top level, else 1.
+    """
+    top = _replicas(values) if isinstance(values, Mapping) else None
+    found: list[tuple[str, int, int]] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, Mapping):
+            gpus = resource_gpus(node.get("resources")) if isinstance(node.get("resources"), Mapping) else 0
+            if gpus:
+                replicas = _replicas(node) or top or 1
+                found.append((f"{path}.resources" if path else "resources", replicas, gpus))
+            for key, child in node.items():
+                if key != "resources":
+                    walk(child, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, list):
+            for i, child in enumerate(node):
+                walk(child, f"{path}[{i}]")
+
+    walk(values, "")
+    return found
+
+
 def gpu_demands(resources: Sequence[Resource], nodes_per_site: int) -> tuple[list[GpuDemand], list[Resource]]:
     """(known demands, workloads whose demand is unknown during preview)."""
     demands: list[GpuDemand] = []
     unknown: list[Resource] = []
     for r in resources:
+        for where, values in helm_values(r):
+            for path, count, gpus in chart_gpus(values):
+                demands.append(GpuDemand(r, count, gpus, f"{where} {path}"))
         tmpl = pod_template(r)
         if tmpl is None:
             continue

@@ -25,6 +25,9 @@ DEFAULT_ALLOWED_REGISTRIES: Final = (
 DEFAULT_FLOATING_TAGS: Final = ("latest", "stable", "main", "master", "edge", "nightly", "dev")
 # The GPU operator installs into gpu-operator (Helm) or nvidia-gpu-operator (OLM on OpenShift).
 DEFAULT_PRIVILEGED_NAMESPACES: Final = ("gpu-operator", "nvidia-gpu-operator")
+# The chart controller (k3s's helm-controller, run by edgefm on other distributions) binds cluster-admin to each
+# chart's install job, so it must hold cluster-admin itself; it is the only workload allowed to.
+DEFAULT_CLUSTER_ADMIN_SUBJECTS: Final = ("helm-controller/helm-controller",)
 DEFAULT_REQUIRED_RESOURCES: Final = ("cpu", "memory")
 # Read-only S3 calls a site needs to mirror models from the registry; anything else is treated as a write.
 DEFAULT_READ_ONLY_ACTIONS: Final = (
@@ -122,37 +125,62 @@ class ResourcesConfig:
 
 
 @dataclass(frozen=True)
-class PrivilegedConfig:
-    privileged_namespaces: tuple[str, ...] = DEFAULT_PRIVILEGED_NAMESPACES
+class PodSecurityConfig:
+    exempt_namespaces: tuple[str, ...] = DEFAULT_PRIVILEGED_NAMESPACES
 
     PROPERTIES: ClassVar[dict[str, dict[str, Any]]] = {
-        "privilegedNamespaces": _string_list(
-            "Namespaces whose containers may run privileged (the GPU operator's driver and toolkit need it).",
+        "exemptNamespaces": _string_list(
+            "Namespaces exempt from the Pod Security Standards (the GPU operator's driver and toolkit load "
+            "kernel modules and mount the host).",
             DEFAULT_PRIVILEGED_NAMESPACES,
         )
     }
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> PrivilegedConfig:
-        return cls(_strings(cfg, "privilegedNamespaces", DEFAULT_PRIVILEGED_NAMESPACES))
+    def from_config(cls, cfg: Mapping[str, Any]) -> PodSecurityConfig:
+        return cls(_strings(cfg, "exemptNamespaces", DEFAULT_PRIVILEGED_NAMESPACES))
+
+
+@dataclass(frozen=True)
+class RbacConfig:
+    cluster_admin_subjects: tuple[str, ...] = DEFAULT_CLUSTER_ADMIN_SUBJECTS
+
+    PROPERTIES: ClassVar[dict[str, dict[str, Any]]] = {
+        "clusterAdminSubjects": _string_list(
+            "Service accounts (`<namespace>/<name>`) that may be bound to cluster-admin: the chart controller, "
+            "which installs charts that create cluster-scoped objects.",
+            DEFAULT_CLUSTER_ADMIN_SUBJECTS,
+        )
+    }
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> RbacConfig:
+        return cls(_strings(cfg, "clusterAdminSubjects", DEFAULT_CLUSTER_ADMIN_SUBJECTS))
 
 
 @dataclass(frozen=True)
 class ExternalServicesConfig:
     allow_on_hub: bool = False
+    allow_ingress_on_hub: bool = True
 
     PROPERTIES: ClassVar[dict[str, dict[str, Any]]] = {
         "allowOnHub": {
             "type": "boolean",
             "default": False,
-            "description": "Whether the hub stack may create LoadBalancer/NodePort Services "
+            "description": "Whether the hub stack may expose Services (LoadBalancer, NodePort, externalIPs) "
             "(sites decide through allowExternalServices in their facts).",
-        }
+        },
+        "allowIngressOnHub": {
+            "type": "boolean",
+            "default": True,
+            "description": "Whether the hub stack may declare Ingresses (the sites reach the registry and "
+            "telemetry through them; storage-tls-only holds them to TLS).",
+        },
     }
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> ExternalServicesConfig:
-        return cls(_bool(cfg, "allowOnHub", False))
+        return cls(_bool(cfg, "allowOnHub", False), _bool(cfg, "allowIngressOnHub", True))
 
 
 @dataclass(frozen=True)

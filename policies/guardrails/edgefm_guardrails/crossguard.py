@@ -37,18 +37,28 @@ from edgefm_guardrails.config import (
     IdentityConfig,
     ImagesConfig,
     LabelsConfig,
-    PrivilegedConfig,
+    PodSecurityConfig,
+    RbacConfig,
     ResourcesConfig,
     SovereigntyConfig,
     StorageConfig,
 )
+from edgefm_guardrails.credentials import check_plaintext_credentials
 from edgefm_guardrails.facts import check_site_facts
 from edgefm_guardrails.identity import check_site_identities
 from edgefm_guardrails.images import check_images
-from edgefm_guardrails.kubernetes import check_external_services, check_privileged, check_requests_and_limits
+from edgefm_guardrails.kubernetes import check_external_services, check_requests_and_limits
 from edgefm_guardrails.labels import check_labels
 from edgefm_guardrails.model import UNKNOWN, NotApplicable, Resource, Violation
-from edgefm_guardrails.sovereignty import check_sovereignty
+from edgefm_guardrails.network import check_network_policies
+from edgefm_guardrails.podsecurity import check_pod_security_baseline, check_pod_security_restricted
+from edgefm_guardrails.rbac import (
+    check_default_namespace,
+    check_helm_release_namespace,
+    check_rbac,
+    check_service_account_tokens,
+)
+from edgefm_guardrails.sovereignty import check_datasets_protected, check_sovereignty
 from edgefm_guardrails.storage import check_aws_buckets, check_onsite_buckets, check_tls_endpoints
 
 PACK_NAME: Final = "edgefm-guardrails"
@@ -97,13 +107,13 @@ def plain(value: Any) -> Any:
 
 
 def resource_from_args(args: ResourceValidationArgs) -> Resource:
-    return Resource(args.urn, args.resource_type, args.name, plain(args.props))
+    return Resource(args.urn, args.resource_type, args.name, plain(args.props), protect=bool(args.opts.protect))
 
 
 def resource_from_stack(r: PolicyResource) -> Resource:
     deps = {k: tuple(d.urn for d in v) for k, v in r.property_dependencies.items()}
     depends_on = tuple(d.urn for d in r.dependencies)
-    return Resource(r.urn, r.resource_type, r.name, plain(r.props), deps, depends_on)
+    return Resource(r.urn, r.resource_type, r.name, plain(r.props), deps, depends_on, protect=bool(r.opts.protect))
 
 
 class Settings(Protocol):
@@ -242,6 +252,12 @@ def guardrails() -> list[Guardrail]:
             check_sovereignty,
             SovereigntyConfig,
         ),
+        stack_policy(
+            "storage-datasets-protected",
+            "A site's datasets bucket is protected from deletion and replacement (resource options).",
+            lambda rs, _cfg: check_datasets_protected(rs),
+            NoSettings,
+        ),
         resource_policy(
             "images-pinned-allowed-registries",
             "Container images are pinned (non-floating tag or digest) and come from allowed registries.",
@@ -255,14 +271,50 @@ def guardrails() -> list[Guardrail]:
             ResourcesConfig,
         ),
         resource_policy(
-            "k8s-no-privileged",
-            "No privileged containers outside the GPU operator's namespace.",
-            check_privileged,
-            PrivilegedConfig,
+            "k8s-pod-security-baseline",
+            "Pods meet the Pod Security Standard baseline (outside the GPU operator's namespaces).",
+            check_pod_security_baseline,
+            PodSecurityConfig,
+        ),
+        resource_policy(
+            "k8s-pod-security-restricted",
+            "Pods meet the Pod Security Standard restricted (outside the GPU operator's namespaces).",
+            check_pod_security_restricted,
+            PodSecurityConfig,
+        ),
+        stack_policy(
+            "k8s-rbac-least-privilege",
+            "No cluster-admin, wildcard, escalating or cluster-wide Secret grants to workloads.",
+            check_rbac,
+            RbacConfig,
+        ),
+        resource_policy(
+            "k8s-no-default-namespace",
+            "Workloads and their objects live in named namespaces, never in default.",
+            lambda r, _cfg: check_default_namespace(r) + check_helm_release_namespace(r),
+            NoSettings,
+        ),
+        stack_policy(
+            "k8s-service-account-tokens",
+            "Pods mount a service-account token only when the account is granted something.",
+            lambda rs, _cfg: check_service_account_tokens(rs),
+            NoSettings,
+        ),
+        resource_policy(
+            "k8s-no-plaintext-credentials",
+            "No credentials in ConfigMaps, literal environment values, command lines or chart values.",
+            lambda r, _cfg: check_plaintext_credentials(r),
+            NoSettings,
+        ),
+        stack_policy(
+            "k8s-network-policies",
+            "Every Service's pods are behind a NetworkPolicy that admits only the site network.",
+            lambda rs, _cfg: check_network_policies(rs),
+            NoSettings,
         ),
         stack_policy(
             "k8s-no-external-services",
-            "No LoadBalancer or NodePort Services unless the site (or, for the hub, the pack) allows them.",
+            "No LoadBalancer/NodePort Services, externalIPs, Ingresses or Routes unless the site allows them.",
             check_external_services,
             ExternalServicesConfig,
         ),

@@ -6,7 +6,7 @@ import fnmatch
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from edgefm_guardrails.model import Unknown, as_list, as_mapping
 
@@ -98,10 +98,25 @@ def principal_is_everyone(principal: Any) -> bool:
     return False
 
 
+S3_ARN: Final = "arn:aws:s3:::"
+
+
+def reaches_bucket(pattern: str, bucket: str) -> bool:
+    """Whether a resource pattern names the bucket or any object in it: a grant on one key prefix
+    (`arn:aws:s3:::models/site-a/*`) reaches the bucket as surely as one on all of it."""
+    if resource_matches(pattern, f"{S3_ARN}{bucket}") or resource_matches(pattern, f"{S3_ARN}{bucket}/x"):
+        return True
+    if not pattern.startswith(S3_ARN) and pattern != "*":
+        return False
+    rest = pattern.removeprefix(S3_ARN)
+    head, slash, _key = rest.partition("/")
+    return bool(slash) and fnmatch.fnmatchcase(bucket, head)
+
+
 def covers_bucket(st: Statement, bucket: str) -> bool:
-    """Whether a statement's resources reach the bucket or its objects."""
-    probe = (f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/x")
+    """Whether a statement's resources reach the bucket or any object in it."""
+    probe = (f"{S3_ARN}{bucket}", f"{S3_ARN}{bucket}/x")
     if st.not_resources:
         # NotResource grants everything except the listed ARNs: it reaches the bucket unless excluded.
         return not any(resource_matches(p, a) for p in st.not_resources for a in probe)
-    return any(resource_matches(p, a) for p in st.resources for a in probe)
+    return any(reaches_bucket(p, bucket) for p in st.resources)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -308,8 +309,67 @@ def _b64_text(value: str) -> str:
         return value
 
 
+BUCKET_POLICY_TYPE: Final = "aws:s3/bucketPolicy:BucketPolicy"
+
+
+def _principal_strings(principal: Any) -> list[Any]:
+    if isinstance(principal, Mapping):
+        return [v for value in principal.values() for v in (value if isinstance(value, list) else [value])]
+    return principal if isinstance(principal, list) else [principal]
+
+
+def _names_user(principal: str, arn: Any, name: Any) -> bool:
+    """An IAM user ARN names the user whatever its path: `arn:aws:iam::<account>:user[/<path>]/<name>`."""
+    if isinstance(arn, str) and principal == arn:
+        return True
+    return isinstance(name, str) and re.search(rf":user/(?:[^*?]*/)?{re.escape(name)}$", principal) is not None
+
+
+def _grantees(policy: Resource, st: Statement, users: Mapping[str, tuple[Resource, str]]) -> list[tuple[Resource, str]]:
+    """Site users a bucket-policy statement names as principal: by ARN, by `user/<name>`, or (when the
+    principal is computed from the user's ARN, unknown in preview) by the policy's dependency on the user."""
+    principals = _principal_strings(st.principal)
+    depends = policy.property_dependencies.get("policy", ())
+    out = []
+    for urn, (user, site) in users.items():
+        arn, name = user.get("arn"), user.get("name")
+        named = any(isinstance(p, str) and _names_user(p, arn, name) for p in principals)
+        computed = urn in depends and any(p is UNKNOWN or not isinstance(p, str) for p in principals)
+        if named or computed or (urn in depends and not principals):
+            out.append((user, site))
+    return out
+
+
+def bucket_policy_documents(resources: Sequence[Resource]) -> list[Document]:
+    """Grants to site users written into bucket policies rather than the users' own policies."""
+    users = _site_users(resources)
+    docs: list[Document] = []
+    for r in resources:
+        if r.type != BUCKET_POLICY_TYPE:
+            continue
+        try:
+            body = load_document(r.get("policy"))
+        except PolicyDocumentError:
+            continue  # the storage policy reports unreadable bucket policies
+        if not isinstance(body, Mapping):
+            continue
+        for st in statements(body):
+            for user, site in _grantees(r, st, users):
+                raw = {
+                    "Sid": st.sid,
+                    "Effect": st.effect,
+                    "Action": list(st.actions),
+                    "NotAction": list(st.not_actions),
+                    "Resource": list(st.resources),
+                    "NotResource": list(st.not_resources),
+                }
+                docs.append(Document(site, r, f"{r.label} grants {user.label}", {"Statement": [raw]}))
+    return docs
+
+
 def check_site_identities(resources: Sequence[Resource], cfg: IdentityConfig) -> list[Violation]:
     aws_docs, out = aws_site_documents(resources)
+    aws_docs += bucket_policy_documents(resources)
     chart_docs, unseen, held = minio_chart_site_documents(resources)
     docs = aws_docs + chart_docs + minio_policy_documents(resources, held)
     out += unseen

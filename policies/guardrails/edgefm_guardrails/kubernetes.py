@@ -1,16 +1,16 @@
-"""Kubernetes workload hygiene: resource requests and limits, no privileged containers outside the GPU
-operator, and no LoadBalancer/NodePort Services unless the site allows them."""
+"""Kubernetes workload hygiene: resource requests and limits, and exposure outside the cluster (LoadBalancer and
+NodePort Services, externalIPs, Ingresses, Routes, Gateways) only where the site allows it."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-from edgefm_guardrails.config import ExternalServicesConfig, PrivilegedConfig, ResourcesConfig
+from edgefm_guardrails.config import ExternalServicesConfig, ResourcesConfig
 from edgefm_guardrails.facts import FactsError, read_facts
-from edgefm_guardrails.kube import is_kind, namespace, workload_containers
+from edgefm_guardrails.kube import is_kind, workload_containers
 from edgefm_guardrails.model import (
     HUB_STACK,
     UNKNOWN,
@@ -30,8 +30,6 @@ _SUFFIXES: Final = {
     **{s: Decimal(10) ** e for s, e in (("G", 9), ("T", 12), ("P", 15), ("E", 18))},
 }
 _QUANTITY = re.compile(r"^(?P<num>[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?)(?P<suffix>[KMGTPE]i|[numkKMGTPE])?$")
-# SYS_ADMIN (or every capability) is privileged in all but name.
-_PRIVILEGED_CAPABILITIES: Final = frozenset({"ALL", "SYS_ADMIN", "CAP_SYS_ADMIN"})
 EXTERNAL_SERVICE_TYPES: Final = ("LoadBalancer", "NodePort")
 
 
@@ -82,54 +80,47 @@ def check_requests_and_limits(r: Resource, cfg: ResourcesConfig) -> list[Violati
     return out
 
 
-def _privilege(spec: Mapping[str, Any]) -> str | None:
-    ctx = as_mapping(spec.get("securityContext"))
-    if ctx.get("privileged") is True:
-        return "runs privileged"
-    added = {str(cap).upper() for cap in as_list(get(ctx, "capabilities", "add"))}
-    risky = sorted(added & _PRIVILEGED_CAPABILITIES)
-    if risky:
-        return f"adds capabilities {', '.join(risky)}"
-    return None
+# Objects that publish a Service outside the cluster by name (HTTP routing at the edge of the cluster).
+INGRESS_KINDS: Final = (
+    ("networking.k8s.io", "Ingress"),
+    ("route.openshift.io", "Route"),
+    ("gateway.networking.k8s.io", "Gateway"),
+)
 
 
-def check_privileged(r: Resource, cfg: PrivilegedConfig) -> list[Violation]:
-    ns = namespace(r)
-    if ns in cfg.privileged_namespaces:
-        return []
-    out: list[Violation] = []
-    for _tmpl, c in workload_containers(r):
-        why = _privilege(c.spec)
-        if why:
-            allowed = ", ".join(cfg.privileged_namespaces) or "none"
-            out.append(
-                Violation(
-                    f"{r.label}: {c.label} {why}; privileged containers are allowed only in namespaces {allowed}",
-                    r.urn,
-                )
-            )
-    return out
+def _service_exposure(svc: Resource) -> list[str]:
+    how: list[str] = []
+    svc_type = get(svc.props, "spec", "type")
+    if svc_type in EXTERNAL_SERVICE_TYPES:
+        how.append(f"is of type {svc_type}")
+    ips = [ip for ip in as_list(get(svc.props, "spec", "externalIPs")) if isinstance(ip, str)]
+    if ips:
+        how.append(f"lists externalIPs {', '.join(ips)}")
+    return how
 
 
 def check_external_services(resources: Sequence[Resource], cfg: ExternalServicesConfig) -> list[Violation]:
     """Stack check: exposure is a site fact (allowExternalServices), so it needs the facts ConfigMap."""
     stack = stack_of(resources)
-    services = [r for r in resources if is_kind(r, "core", "Service")]
     if stack == HUB_STACK:
-        allowed, why = cfg.allow_on_hub, "the pack's allowOnHub setting is false"
+        allow_services, why = cfg.allow_on_hub, "the pack's allowOnHub setting is false"
+        allow_ingress, why_ingress = cfg.allow_ingress_on_hub, "the pack's allowIngressOnHub setting is false"
     elif is_site_stack(stack):
         try:
             facts = read_facts(resources)
         except FactsError as exc:
             raise NotApplicable(f"site facts unavailable ({exc}); see policy site-facts") from None
-        allowed, why = facts.allow_external_services, f"site {facts.site} does not allow external services"
+        allow_services = allow_ingress = facts.allow_external_services
+        why = why_ingress = f"site {facts.site} does not allow external services"
     else:
         raise NotApplicable(f"stack {stack!r} is neither the hub nor a site-<name> stack")
-    if allowed:
-        return []
     out: list[Violation] = []
-    for svc in services:
-        svc_type = get(svc.props, "spec", "type")
-        if svc_type in EXTERNAL_SERVICE_TYPES:
-            out.append(Violation(f"{svc.label} is of type {svc_type} but {why}; use ClusterIP", svc.urn))
+    if not allow_services:
+        for svc in (r for r in resources if is_kind(r, "core", "Service")):
+            for how in _service_exposure(svc):
+                out.append(Violation(f"{svc.label} {how} but {why}; use ClusterIP", svc.urn))
+    if not allow_ingress:
+        for r in resources:
+            if any(is_kind(r, group, kind) for group, kind in INGRESS_KINDS):
+                out.append(Violation(f"{r.label} exposes Services outside the cluster but {why_ingress}", r.urn))
     return out

@@ -61,6 +61,10 @@ class Resource:
     props: Mapping[str, Any]
     property_dependencies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     dependencies: tuple[str, ...] = ()
+    # Resource options; None where the source does not say (the analyzer protocol carries `protect` but not
+    # `retainOnDelete`, which only the engine's step events report).
+    protect: bool | None = None
+    retain_on_delete: bool | None = None
 
     @property
     def stack(self) -> str:

@@ -5,7 +5,8 @@ Two shapes of bucket:
     pulumi-aws 7 configures a bucket through separate PublicAccessBlock / SSE / Versioning / Policy
     resources and a bucket missing one of them is only visible when the whole stack is seen.
   * On-site / datacenter (MinIO, OpenShift Data Foundation): a bucket Job or ObjectBucketClaim labelled
-    `edgefm.io/bucket` whose annotations declare its settings; checked per resource.
+    `edgefm.io/bucket`, judged by what its MinIO commands do (or what the claim's spec asks for), never by
+    annotations beside them; checked per resource.
 """
 
 from __future__ import annotations
@@ -72,11 +73,7 @@ PUBLIC_ACCESS_FLAGS: Final = (
 PUBLIC_ACLS: Final = frozenset({"public-read", "public-read-write", "authenticated-read"})
 
 BUCKET_NAME_ANNOTATION: Final = "edgefm.io/bucket-name"
-VERSIONING_ANNOTATION: Final = "edgefm.io/bucket-versioning"
-ENCRYPTION_ANNOTATION: Final = "edgefm.io/bucket-encryption"
-PUBLIC_ANNOTATION: Final = "edgefm.io/bucket-public"
 REPLICATION_ANNOTATION: Final = "edgefm.io/bucket-replication"
-ENCRYPTED_VALUES: Final = frozenset({"sse-s3", "sse-kms"})
 REGISTRY_PURPOSE: Final = "models"
 REGISTRY_COMPONENT: Final = "model-registry"
 EDGEFM_COMPONENT_TAG: Final = "edgefm.io/component"
@@ -234,7 +231,58 @@ def bucket_purpose(r: Resource) -> str:
     return str(labels_of(r).get(BUCKET_LABEL))
 
 
+# MinIO client steps, matched on whole commands whatever the client is called (`mc`, `$MC`, `mcli`).
+_MAKE = re.compile(r"\bmb\b(?:\s+-{1,2}[\w-]+)*\s+[\w.-]+/(?P<bucket>[A-Za-z0-9][A-Za-z0-9.-]*)")
+_PUBLIC = re.compile(
+    r"\b(?:anonymous\s+set\s+(?:download|upload|public)|anonymous\s+set-json|policy\s+set\s+(?:download|upload|public))\b"
+)
+_ENCRYPT = re.compile(r"\bencrypt\s+set\s+sse-(?:s3|kms)\b")
+_DECRYPT = re.compile(r"\bencrypt\s+clear\b")
+_VERSION_ON = re.compile(r"\bversion\s+enable\b")
+_VERSION_OFF = re.compile(r"\bversion\s+suspend\b")
+
+
+def script_steps(r: Resource) -> list[str] | None:
+    """The shell steps a bucket Job runs (command and args, split at newlines, `;` and `&&`); None when
+    they are computed and unknown during preview."""
+    steps: list[str] = []
+    for _tmpl, c in workload_containers(r):
+        for key in ("command", "args"):
+            value = c.spec.get(key)
+            if value is UNKNOWN:
+                return None
+            for item in as_list(value):
+                if item is UNKNOWN:
+                    return None
+                if isinstance(item, str):
+                    steps += [s.strip() for s in re.split(r"\n|;|&&", item) if s.strip()]
+    return steps
+
+
+def _targets(step: str, bucket: str) -> bool:
+    return re.search(rf"[\w.-]+/{re.escape(bucket)}(?![A-Za-z0-9.-])", step) is not None
+
+
+def created_bucket(r: Resource) -> str | None:
+    """The bucket a provisioning Job makes (`mc mb <alias>/<bucket>`), if its script says."""
+    for step in script_steps(r) or []:
+        m = _MAKE.search(step)
+        if m:
+            return m.group("bucket")
+    return None
+
+
 def bucket_name(r: Resource) -> Any:
+    """A bucket's name as its provisioning shows it: the Job's `mb` target or the claim's bucketName; the
+    annotation only where neither says."""
+    if is_kind(r, "batch", "Job"):
+        made = created_bucket(r)
+        if made is not None:
+            return made
+    elif is_kind(r, "objectbucket.io", "ObjectBucketClaim"):
+        name = get(r.props, "spec", "bucketName")
+        if name is not None:
+            return name
     return annotations_of(r).get(BUCKET_NAME_ANNOTATION)
 
 
@@ -246,43 +294,68 @@ def onsite_is_registry(r: Resource, cfg: StorageConfig) -> bool:
 
 
 def check_onsite_bucket(r: Resource, cfg: StorageConfig) -> list[Violation]:
+    """On-site buckets, judged by what provisions them: a Job's MinIO commands, a claim's spec."""
     if not is_onsite_bucket(r):
         return []
-    ann = annotations_of(r)
-    name = bucket_name(r)
+    if is_kind(r, "objectbucket.io", "ObjectBucketClaim"):
+        return _claim_problems(r, cfg)
+    steps = script_steps(r)
+    if steps is None:
+        return []  # computed script: judged at update time
+    name = created_bucket(r)
+    shown = f"{r.label} (purpose {bucket_purpose(r)})"
+    if name is None:
+        return [Violation(f"{shown} is labelled {BUCKET_LABEL} but its commands create no bucket (`mc mb`)", r.urn)]
     shown = f"{r.label} (bucket {name}, purpose {bucket_purpose(r)})"
     out: list[Violation] = []
-
-    def declared(key: str) -> Any:
-        value = ann.get(key)
-        if value is None:
-            out.append(Violation(f"{shown} does not declare annotation {key}", r.urn))
-        return value
-
-    if not isinstance(name, str) and name is not UNKNOWN:
-        out.append(Violation(f"{shown} does not declare annotation {BUCKET_NAME_ANNOTATION}", r.urn))
-    public = declared(PUBLIC_ANNOTATION)
-    if public is not None and public is not UNKNOWN and public != "false":
-        out.append(Violation(f"{shown} is public ({PUBLIC_ANNOTATION}={public!r}); buckets must be private", r.urn))
-    enc = declared(ENCRYPTION_ANNOTATION)
-    if enc is not None and enc is not UNKNOWN and enc not in ENCRYPTED_VALUES:
+    mine = [s for s in steps if _targets(s, name)]
+    public = [s for s in mine if _PUBLIC.search(s)]
+    if public:
+        out.append(
+            Violation(f"{shown} runs {public[0]!r}, which opens it to anonymous access; buckets must be private", r.urn)
+        )
+    encrypted = False
+    for step in mine:
+        if _ENCRYPT.search(step):
+            encrypted = True
+        elif _DECRYPT.search(step):
+            encrypted = False
+    if not encrypted:
         out.append(
             Violation(
-                f"{shown} is not encrypted at rest ({ENCRYPTION_ANNOTATION}={enc!r}; want "
-                f"{' or '.join(sorted(ENCRYPTED_VALUES))})",
-                r.urn,
+                f"{shown} is not encrypted at rest: its commands set no `encrypt set sse-s3|sse-kms` on it", r.urn
             )
         )
-    versioning = declared(VERSIONING_ANNOTATION)
-    if onsite_is_registry(r, cfg) and versioning is not None and versioning is not UNKNOWN and versioning != "true":
-        out.append(
-            Violation(
-                f"{shown} holds the model registry but {VERSIONING_ANNOTATION}={versioning!r}; "
-                "registry buckets must be versioned",
-                r.urn,
+    if onsite_is_registry(r, cfg):
+        versioned = False
+        for step in mine:
+            if _VERSION_ON.search(step):
+                versioned = True
+            elif _VERSION_OFF.search(step):
+                versioned = False
+        if not versioned:
+            out.append(
+                Violation(
+                    f"{shown} holds the model registry but its commands do not leave versioning enabled "
+                    "(`version enable`); registry buckets must be versioned",
+                    r.urn,
+                )
             )
-        )
     return out
+
+
+def _claim_problems(r: Resource, cfg: StorageConfig) -> list[Violation]:
+    """An ObjectBucketClaim: the Multicloud Object Gateway encrypts every bucket and grants no anonymous
+    access; versioning is not something a claim can ask for, so a registry cannot be a claim."""
+    if onsite_is_registry(r, cfg):
+        return [
+            Violation(
+                f"{r.label} holds the model registry, but an ObjectBucketClaim cannot enable versioning; "
+                "serve the registry from a versioned bucket",
+                r.urn,
+            )
+        ]
+    return []
 
 
 def is_registry_chart(r: Resource, cfg: StorageConfig) -> bool:
