@@ -94,6 +94,11 @@ def site_stack(site: str) -> str:
     return f"{SITE_PREFIX}{site}"
 
 
+def site_of_stack(stack: str) -> str:
+    """The site a site stack is for (`site-<name>` → `<name>`)."""
+    return stack.removeprefix(SITE_PREFIX)
+
+
 def is_site_stack(stack: str) -> bool:
     return stack.startswith(SITE_PREFIX)
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from pulumi import automation as auto
 
+from edgefm.model.stacks import site_of_stack
 from edgefm.ops.controller import SiteOutcome, SiteTask
 from edgefm.ops.guardrails import Findings
 from edgefm.ops.health import ClusterWorkloads, gate
@@ -241,7 +242,7 @@ def _health(task: SiteTask, ctx: SiteContext, stack: auto.Stack, outcome: SiteOu
             outcome.ok, outcome.error = False, "the site exports no kubeconfig: its cluster cannot be checked"
             return outcome
         workloads = ClusterWorkloads(str(output.value))
-    verdict = gate(task.stack.removeprefix("site-"), health, workloads, task.deadline or time.time() + 600)
+    verdict = gate(site_of_stack(task.stack), health, workloads, task.deadline or time.time() + 600)
     outcome.health_seconds = time.monotonic() - t0
     if not verdict.healthy:
         outcome.ok, outcome.error = False, "unhealthy: " + "; ".join(verdict.problems[:10])
