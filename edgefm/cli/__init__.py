@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from edgefm.cli.access import hub_app, site_app
 from edgefm.cli.console import err, out
 from edgefm.cli.fleet import fleet_app
 from edgefm.cli.models import models_app
@@ -31,6 +32,8 @@ from edgefm.program.pin import pin_channel, registry_resolver
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
 app.add_typer(models_app, name="models")
 app.add_typer(fleet_app, name="fleet")
+app.add_typer(hub_app, name="hub")
+app.add_typer(site_app, name="site")
 
 PlacementOpt = Annotated[Path, typer.Option("--placement", help="Placement policy file.")]
 StacksOpt = Annotated[Path, typer.Option("--stacks-dir", help="Directory of Pulumi.<stack>.yaml files.")]
@@ -73,7 +76,8 @@ def validate(
         err.print(f"{len(report.problems)} problem(s) in {len(paths)} stack file(s)")
         raise typer.Exit(1)
     hub = " (hub + " if report.hub else " ("
-    out.print(f"ok: {len(paths)} stack file(s){hub}{len(report.sites)} site(s)) valid against {placement}")
+    shards = f"{len(report.access)} access shard(s) + " if report.access else ""
+    out.print(f"ok: {len(paths)} stack file(s){hub}{shards}{len(report.sites)} site(s)) valid against {placement}")
 
 
 @app.command()
