@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from edgefm.cli import app
 from edgefm.model.stacks import access_stack_of
 from edgefm.ops.access import write_access_shards
-from edgefm.ops.affected import affected_stacks
+from edgefm.ops.affected import affected_stacks, batches
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARDS = ["hub-access-000", "hub-access-001"]
@@ -273,3 +273,27 @@ def test_command_line_output(repo: Repo) -> None:
     assert json.loads(empty.stdout) == []
     bad = runner.invoke(app, ["affected", "--base", "HEAD", "--repo", str(repo.path / "nowhere")])
     assert bad.exit_code == 2 and "edgefm affected:" in bad.stderr
+
+
+def test_batches_stay_within_the_matrix_limit_and_keep_every_stack() -> None:
+    stacks = ["hub", *[f"hub-access-{i:03d}" for i in range(64)], *[f"site-s{i:04d}" for i in range(3501)]]
+    groups = batches(stacks, 200)
+    assert len(groups) == 200 and [s for g in groups for s in g] == stacks
+    assert max(map(len, groups)) - min(map(len, groups)) <= 1
+    assert batches(["hub"], 200) == [["hub"]] and batches([], 10) == []
+    with pytest.raises(ValueError, match="at least 1"):
+        batches(stacks, 0)
+
+
+def test_command_line_batches(repo: Repo) -> None:
+    base = repo.git("rev-parse", "HEAD")
+    repo.write("components/site_storage.py", "# changed\n")
+    repo.commit("every stack")
+    runner = CliRunner()
+    done = runner.invoke(app, ["affected", "--base", base, "--repo", str(repo.path), "--batches", "3"])
+    assert done.exit_code == 0, done.output
+    groups = json.loads(done.stdout)
+    assert [g["batch"] for g in groups] == ["1", "2", "3"]
+    assert " ".join(g["stacks"] for g in groups).split() == ALL
+    too_many = runner.invoke(app, ["affected", "--base", base, "--repo", str(repo.path), "--batches", "257"])
+    assert too_many.exit_code == 2

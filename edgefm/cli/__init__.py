@@ -26,7 +26,7 @@ from edgefm.model.stacks import (
     stack_file,
 )
 from edgefm.model.stacks import stack_files as files_in
-from edgefm.ops.affected import GitError, affected_stacks
+from edgefm.ops.affected import MAX_MATRIX_JOBS, GitError, affected_stacks, batches
 from edgefm.program.pin import pin_channel, registry_resolver
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
@@ -145,14 +145,31 @@ def affected(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array (for a CI matrix).")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="Say on stderr why each stack is affected.")] = False,
+    batch_jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--batches",
+            min=1,
+            max=MAX_MATRIX_JOBS,
+            help="Print a JSON array of at most N batches, {batch, stacks}, for a CI matrix (implies --json).",
+        ),
+    ] = None,
     repo: Annotated[Path, typer.Option("--repo", help="Repository root.")] = Path("."),
 ) -> None:
-    """List the stacks a change affects, one per line (or --json)."""
+    """List the stacks a change affects, one per line (or --json, or --batches N)."""
     try:
         result = affected_stacks(repo, base, head)
     except GitError as exc:
         typer.echo(f"edgefm affected: {exc}", err=True)
         raise typer.Exit(2) from None
+    if batch_jobs is not None:
+        if explain:
+            for stack in result.stacks:
+                typer.echo(f"{stack}: {'; '.join(result.reasons[stack])}", err=True)
+        groups = batches(result.stacks, batch_jobs)
+        width = len(str(len(groups)))
+        typer.echo(json.dumps([{"batch": f"{i + 1:0{width}d}", "stacks": " ".join(g)} for i, g in enumerate(groups)]))
+        return
     if explain:
         for stack in result.stacks:
             typer.echo(f"{stack}: {'; '.join(result.reasons[stack])}", err=True)

@@ -313,6 +313,26 @@ def affected_stacks(repo: Path, base: str, head: str | None = None) -> Affected:
     return result
 
 
+# GitHub runs at most 256 jobs from one matrix; fewer, fuller jobs also spend less time on setup.
+MAX_MATRIX_JOBS: Final = 256
+
+
+def batches(stacks: list[str], jobs: int) -> list[list[str]]:
+    """`stacks` in at most `jobs` batches of near-equal size, in order (hub-side stacks sort first)."""
+    if jobs < 1:
+        raise ValueError(f"--batches must be at least 1, got {jobs}")
+    if not stacks:
+        return []
+    count = min(jobs, len(stacks))
+    size, extra = divmod(len(stacks), count)
+    out, start = [], 0
+    for i in range(count):
+        end = start + size + (1 if i < extra else 0)
+        out.append(stacks[start:end])
+        start = end
+    return out
+
+
 def _public_keys(at: Tree, paths: Iterable[str]) -> dict[str, object]:
     """`edgefm:sitePublicKey` of each changed site file present at this revision (None if it has none)."""
     import yaml
