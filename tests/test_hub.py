@@ -4,14 +4,18 @@ the shards, sealed credentials only their site opens, telemetry."""
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
+import pulumi
 import pytest
 import yaml
 
 from components.hub.in_cluster_model_registry import USERS_TEMPLATE, reconcile_script
 from components.hub.site_credential import LIST_ACTIONS, READ_ACTIONS, derive_secret, ssha_entry
 from edgefm.model.sealing import SealError, generate_keypair, open_sealed
-from tests.harness import STACKS, Run, is_secret, run_access, run_hub_file, unwrap
+from edgefm.program import run
+from tests.harness import STACKS, Run, is_secret, run_access, run_hub_file, run_program, unwrap
 
 SITES = ["bridge-north", "bridge-south", "harbor-ocp", "viaduct-cpu"]
 HUB_FILE = STACKS / "Pulumi.hub.yaml"
@@ -200,3 +204,26 @@ def test_each_sealed_credential_opens_with_its_own_site_key_only(shard: Run) -> 
                     open_sealed(keys.private_key, exported[other]["sealed"])
         # The plain secret appears nowhere in what the shard exports.
         assert own["secretAccessKey"] not in json.dumps(exported)
+
+
+def test_hub_program_reads_no_site_file(tmp_path: Path) -> None:
+    """The hub stack does not depend on the sites: a fleet whose only site file is broken still builds the hub
+    (the site's own stack and its shard report the file)."""
+    (tmp_path / "stacks").mkdir()
+    (tmp_path / "policies").mkdir()
+    shutil.copy2(HUB_FILE, tmp_path / "stacks" / "Pulumi.hub.yaml")
+    shutil.copy2(STACKS.parent / "policies" / "placement.yaml", tmp_path / "policies" / "placement.yaml")
+    (tmp_path / "stacks" / "Pulumi.site-broken.yaml").write_text("config:\n  edgefm:site: {name: 5}\n")
+    hub = yaml.safe_load(HUB_FILE.read_text())["config"]["edgefm:hub"]
+    config = {
+        "edgefm:hub": json.dumps(hub),
+        "edgefm:credentialSeed": "seed",
+        "edgefm:grafanaAdminPassword": "pw",
+        "edgefm:renderDir": str(tmp_path / "out"),
+    }
+    pulumi.runtime.set_all_config(config, secret_keys=["edgefm:credentialSeed", "edgefm:grafanaAdminPassword"])
+    try:
+        recorded = run_program(lambda: run("hub", tmp_path), "hub")
+    finally:
+        pulumi.runtime.set_all_config({}, secret_keys=[])
+    assert recorded.counts()["edgefm:hub:HubCluster"] == 1

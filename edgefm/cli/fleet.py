@@ -10,7 +10,7 @@ from pulumi import automation as auto
 from rich.table import Table
 
 from edgefm.cli.console import err, out
-from edgefm.model.stacks import HUB_STACK
+from edgefm.model.stacks import HUB_STACK, access_stack_names
 from edgefm.ops.fleet import Fleet, PolicyViolation, StackRun
 from edgefm.ops.guardrails import GUARDRAILS
 
@@ -115,6 +115,10 @@ def rollout(
     fleet = _fleet(root, render_root)
     names = stacks or fleet.stacks()
     waves = waves_of(site_labels(root, names), wave_label)
+    # The hub side first: the hub, then the access shards (sites read both).
+    shards = access_stack_names(names)
+    if shards:
+        waves.insert(0, Wave("access shards", shards))
     if HUB_STACK in names:
         waves.insert(0, Wave(HUB_STACK, [HUB_STACK]))
     for wave in waves:
