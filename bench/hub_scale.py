@@ -58,6 +58,8 @@ def _engine_env(project: Path, state: Path, render: Path) -> dict[str, str]:
     env["EDGEFM_RENDER_ROOT"] = str(render)
     # The measured copy's own code, not the package installed from this checkout.
     env["PYTHONPATH"] = str(project)
+    # Commands of the measured project (keygen) reach the same backend.
+    env["EDGEFM_BACKEND_URL"] = state.as_uri()
     return env
 
 
@@ -251,19 +253,44 @@ def run_size(args: argparse.Namespace, sites: int) -> Result:
             subprocess.run(shlex.split(prep.format(python=py)), cwd=proj, env=env, check=True)
         hub_side = non_site_stacks(proj)
         result.facts["hub_side_stacks"] = len(hub_side)
-        for stack in hub_side:
-            subprocess.run([*pulumi, "stack", "init", stack], cwd=proj, env=env, check=True, capture_output=True)
+        for hub_stack in hub_side:
+            subprocess.run([*pulumi, "stack", "init", hub_stack], cwd=proj, env=env, check=True, capture_output=True)
 
         print(f"fleet of {sites} sites ({len(hub_side)} hub-side stack(s)), label {args.label}", flush=True)
         previews = [engine(f"preview {s}", "preview", "--stack", s, limit=args.preview_limit) for s in hub_side]
         result.measures["hub_preview"] = combine("hub preview (all hub-side stacks)", previews)
+        # `affected` for two pull requests: site N+1 added (its file appears in the working tree), and a central
+        # change every site's profile sees (the default storage size, one GiB more; undone afterwards).
+        stack = f"site-gen-{sites:05d}"
+        new = site_file(template, sites)
+        (proj / "stacks" / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(new, sort_keys=False))
+        edgefm = [py, "-m", "edgefm", "affected", "--base", "HEAD", "--json"]
+        m = measure("affected (a site added)", edgefm, cwd=proj, env=env)
+        print("  " + m.show(), flush=True)
+        result.measures["affected_site_added"] = m
+        listed = subprocess.run(edgefm, cwd=proj, env=env, capture_output=True, text=True, check=True).stdout
+        touched = [s for s in json.loads(listed) if not s.startswith("site-")]
+        result.facts["onboarding_touches"] = touched
+        placement = proj / "policies" / "placement.yaml"
+        text = placement.read_text()
+        placement.write_text(text.replace("sizeGi: 500", "sizeGi: 501", 1))
+        m = measure("affected (placement: every site's profile)", edgefm, cwd=proj, env=env)
+        print("  " + m.show(), flush=True)
+        result.measures["affected_placement"] = m
+        listed = subprocess.run(edgefm, cwd=proj, env=env, capture_output=True, text=True, check=True).stdout
+        result.facts["placement_change_affects"] = len(json.loads(listed))
+        placement.write_text(text)
+        # The new site stays out of the fleet-wide runs: it is onboarded after them.
+        held = proj / f"Pulumi.{stack}.yaml.held"
+        (proj / "stacks" / f"Pulumi.{stack}.yaml").rename(held)
+
         if args.update_limit == 0:
             print("  hub update skipped (--update-limit 0)")
             return result
         left = args.update_limit
         updates = []
-        for stack in hub_side:
-            m = engine(f"update {stack}", "up", "--yes", "--skip-preview", "--stack", stack, limit=left)
+        for hub_stack in hub_side:
+            m = engine(f"update {hub_stack}", "up", "--yes", "--skip-preview", "--stack", hub_stack, limit=left)
             updates.append(m)
             if left is not None:
                 left -= m.seconds
@@ -276,17 +303,8 @@ def run_size(args: argparse.Namespace, sites: int) -> Result:
             print("  hub update did not finish: onboarding and site preview not measured at this size")
             return result
 
-        # Onboarding site N+1: its stack file appears in the working tree, as in a pull request.
-        stack = f"site-gen-{sites:05d}"
-        new = site_file(template, sites)
-        (proj / "stacks" / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(new, sort_keys=False))
-        edgefm = [py, "-m", "edgefm", "affected", "--base", "HEAD", "--json"]
-        m = measure("affected (a site added)", edgefm, cwd=proj, env=env)
-        print("  " + m.show())
-        result.measures["affected_site_added"] = m
-        listed = subprocess.run(edgefm, cwd=proj, env=env, capture_output=True, text=True, check=True).stdout
-        touched = [s for s in json.loads(listed) if not s.startswith("site-")]
-        result.facts["onboarding_touches"] = touched
+        # Onboarding site N+1.
+        held.rename(proj / "stacks" / f"Pulumi.{stack}.yaml")
         for onboard in args.onboard:
             subprocess.run(shlex.split(onboard.format(python=py, stack=stack)), cwd=proj, env=env, check=True)
         select = [*pulumi, "stack", "select", "--create"]
@@ -318,13 +336,6 @@ def run_size(args: argparse.Namespace, sites: int) -> Result:
             cpu_seconds=statistics.median(r.cpu_seconds for r in runs),
         )
 
-        # A central change every site's profile sees: the default storage size, one GiB more.
-        placement = proj / "policies" / "placement.yaml"
-        text = placement.read_text()
-        placement.write_text(text.replace("sizeGi: 500", "sizeGi: 501", 1))
-        m = measure("affected (placement: every site's profile)", edgefm, cwd=proj, env=env)
-        print("  " + m.show())
-        result.measures["affected_placement"] = m
     return result
 
 
