@@ -339,6 +339,36 @@ def run_size(args: argparse.Namespace, sites: int) -> Result:
     return result
 
 
+ROWS = [
+    ("hub_preview", "hub preview (all hub-side stacks)"),
+    ("hub_update", "hub first update (all hub-side stacks)"),
+    ("onboarding", "onboarding one site: hub-side `up`"),
+    ("site_preview", "one site's preview (median of 3)"),
+    ("affected_site_added", "`edgefm affected`, a site added"),
+    ("affected_placement", "`edgefm affected`, placement change"),
+]
+
+
+def _cell(m: dict[str, Any] | None) -> str:
+    if m is None:
+        return "not measured"
+    state = "" if m["ok"] else (" (killed at the time box)" if m["timed_out"] else " (FAILED)")
+    return f"{m['seconds']:.1f} s / {m['cpu_seconds']:.1f} s cpu / {m['peak_rss'] / GiB:.2f} GiB{state}"
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """Markdown: one row per measure and fleet size, before and after side by side (wall / cpu / peak RSS)."""
+    by = {(r["label"], r["sites"]): r for r in results}
+    sizes = sorted({r["sites"] for r in results})
+    lines = ["| measure | sites | before | after |", "|---|---:|---|---|"]
+    for key, title in ROWS:
+        for n in sizes:
+            before = by.get(("before", n), {}).get("measures", {}).get(key)
+            after = by.get(("after", n), {}).get("measures", {}).get(key)
+            lines.append(f"| {title} | {n:,} | {_cell(before)} | {_cell(after)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sites", default="40,400,3500", help="comma-separated fleet sizes")
@@ -354,7 +384,11 @@ def main() -> None:
     parser.add_argument("--prepare", action="append", default=[], help="command run in the fleet copy first")
     parser.add_argument("--onboard", action="append", default=[], help="onboarding command ({stack}, {python})")
     parser.add_argument("--site-setup", action="append", default=[], help="run before the site preview ({stack})")
+    parser.add_argument("--table", type=Path, help="print a before/after markdown table of this results file")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(args.table.read_text())))
+        return
     args.project = args.project.resolve()
     results = []
     for n in (int(s) for s in args.sites.split(",")):
