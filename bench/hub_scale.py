@@ -269,6 +269,10 @@ def run_size(args: argparse.Namespace, sites: int) -> Result:
 
         for prep in args.prepare:
             subprocess.run(shlex.split(prep.format(python=py)), cwd=proj, env=env, check=True)
+        # What the preparation wrote is part of the fleet as committed.
+        git = ["git", "-C", str(proj), "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+        subprocess.run([*git, "add", "-A"], check=True)
+        subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "prepared"], check=True)
         all_hub_side = non_site_stacks(proj)
         result.facts["hub_side_stacks"] = len(all_hub_side)
 
