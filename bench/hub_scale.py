@@ -395,9 +395,13 @@ def table(results: list[dict[str, Any]]) -> str:
     lines = ["| measure | sites | before | after |", "|---|---:|---|---|"]
     for key, title in ROWS:
         for n in sizes:
-            before = by.get(("before", n), {}).get("measures", {}).get(key)
-            after = by.get(("after", n), {}).get("measures", {}).get(key)
-            lines.append(f"| {title} | {n:,} | {_cell(before)} | {_cell(after)} |")
+            cells = []
+            for label in ("before", "after"):
+                measures = by.get((label, n), {}).get("measures", {})
+                scaled = measures.get(key + "_all")
+                # Sampled shards: the figure for every shard, scaled from the sample.
+                cells.append(_cell(scaled) + f" ({scaled['note']})" if scaled else _cell(measures.get(key)))
+            lines.append(f"| {title} | {n:,} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 
