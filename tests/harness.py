@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
+import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -13,11 +15,13 @@ from typing import Any
 import dill
 import pulumi
 import yaml
+from nacl.public import PrivateKey
 from pulumi.runtime import mocks as pmocks
 from pulumi.runtime.sync_await import _sync_await
 
 from edgefm.model.placement import ResolvedSite, load_policy, resolve
-from edgefm.model.stacks import RawConfig, RawValue, SiteStack, parse_hub, parse_site
+from edgefm.model.sealing import SiteKeyPair, seal
+from edgefm.model.stacks import ACCESS_KEYS, RawConfig, RawValue, SiteStack, parse_access, parse_hub, parse_site
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = ROOT / "stacks"
@@ -26,14 +30,30 @@ SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 FAKE_SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nfake-test-key\n-----END OPENSSH PRIVATE KEY-----"
 FAKE_KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters: []\n"
 
+
+def fixed_site_keys(site: str) -> SiteKeyPair:
+    """A fixed key pair per site name, standing in for the one `edgefm site keygen` writes."""
+    private = PrivateKey(hashlib.sha256(f"edgefm-test-key:{site}".encode()).digest())
+    return SiteKeyPair(base64.b64encode(bytes(private)).decode(), base64.b64encode(bytes(private.public_key)).decode())
+
+
+TEST_SITES = ["bridge-north", "bridge-south", "viaduct-cpu", "harbor-ocp", "example", "new-site"]
+# What the hub and an access shard export, merged: a mocked StackReference answers with all of it.
 HUB_OUTPUTS: dict[str, Any] = {
     "registryEndpoint": "https://registry.hub.example.test",
     "registryBucket": "edgefm-models",
     "registryRegion": "eu-central-1",
-    "remoteWriteUrl": "https://telemetry.hub.example.test/api/v1/write",
-    "siteCredentials": {
-        s: {"accessKeyId": f"site-{s}", "secretAccessKey": f"registry-secret-for-{s}"}
-        for s in ["bridge-north", "bridge-south", "viaduct-cpu", "harbor-ocp", "example", "new-site"]
+    "registryKeyArn": "arn:aws:kms:eu-central-1:000000000000:key/test",
+    "telemetryHost": "telemetry.hub.example.test",
+    "sites": {
+        s: {
+            "sealed": seal(
+                fixed_site_keys(s).public_key,
+                {"site": s, "accessKeyId": f"site-{s}", "secretAccessKey": f"registry-secret-for-{s}"},
+            ),
+            "remoteWriteUrl": f"https://telemetry.hub.example.test/sites/{s}/api/v1/write",
+        }
+        for s in TEST_SITES
     },
 }
 
@@ -108,7 +128,7 @@ class _Mocks(pulumi.runtime.Mocks):
             outputs = {
                 "name": args.name,
                 "outputs": dict(self.hub_outputs),
-                "secretOutputNames": ["siteCredentials"],
+                "secretOutputNames": [],
             }
         elif args.typ.startswith("pulumi-python:dynamic"):
             # Run the real dynamic provider, as the engine would: tests see real random values and CAs.
@@ -177,7 +197,11 @@ def run_program(program: Callable[[], Any], stack: str, hub_outputs: Mapping[str
     def body() -> None:
         program()
 
-    _sync_await(pulumi.runtime.stack.run_pulumi_func(body))
+    try:
+        _sync_await(pulumi.runtime.stack.run_pulumi_func(body))
+    except BaseException:
+        _drain()
+        raise
     root = pulumi.runtime.settings.get_root_resource()
     for name, value in getattr(root, "outputs", {}).items():
         output = pulumi.Output.from_input(value)
@@ -185,12 +209,31 @@ def run_program(program: Callable[[], Any], stack: str, hub_outputs: Mapping[str
     return run
 
 
+def _drain() -> None:
+    """After a program failed: let its leftover tasks finish, so their errors do not surface in the next run."""
+    loop = asyncio.get_event_loop()
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    pulumi.runtime.settings.SETTINGS.rpc_manager.clear()
+    pulumi.runtime.settings.SETTINGS.outputs.clear()
+
+
 def raw_from_file(path: Path, overrides: Mapping[str, Any] | None = None) -> RawConfig:
     """A stack file's config as the engine would hand it over, with test stand-ins for encrypted values."""
     doc = yaml.safe_load(path.read_text())
     raw: dict[str, RawValue] = {}
+    site = (doc.get("config") or {}).get("edgefm:site", {}).get("name", "")
     for key, value in (doc.get("config") or {}).items():
-        if isinstance(value, dict) and set(value) == {"secure"}:
+        if key in ("edgefm:siteKey", "edgefm:sitePublicKey"):
+            # The test key pair of this site name, so the mocked shard's sealed credential opens.
+            pair = fixed_site_keys(site)
+            raw[key] = (
+                RawValue(pair.private_key, secret=True)
+                if key == "edgefm:siteKey"
+                else RawValue(pair.public_key, secret=False)
+            )
+        elif isinstance(value, dict) and set(value) == {"secure"}:
             fake = (
                 FAKE_KUBECONFIG
                 if key.endswith("kubeconfig")
@@ -219,17 +262,35 @@ def run_site_file(path: Path, render_dir: str | None = None) -> Run:
     parsed, resolved = site_from_file(path, env)
 
     def program() -> None:
-        build_site(parsed, resolved, pulumi.StackReference("organization/edgefm/hub"))
+        build_site(
+            parsed,
+            resolved,
+            pulumi.StackReference("organization/edgefm/hub"),
+            pulumi.StackReference("organization/edgefm/hub-access-000"),
+        )
 
     return run_program(program, parsed.stack)
 
 
-def run_hub_file(path: Path, sites: list[str], overrides: Mapping[str, Any] | None = None) -> Run:
+def run_hub_file(path: Path, overrides: Mapping[str, Any] | None = None) -> Run:
     from edgefm.program import build_hub
 
     parsed = parse_hub("hub", raw_from_file(path, overrides), {})
     policy = load_policy(PLACEMENT)
-    return run_program(lambda: build_hub(parsed, policy, sites), "hub")
+    return run_program(lambda: build_hub(parsed, policy), "hub")
+
+
+def run_access(
+    hub_file: Path, sites: Mapping[str, str], overrides: Mapping[str, Any] | None = None, stack: str = "hub-access-000"
+) -> Run:
+    """An access shard for `sites` (name → public key), with the hub's spec and secrets from `hub_file`."""
+    from edgefm.model.config import HubSpec
+    from edgefm.program import build_access
+
+    raw = raw_from_file(hub_file, overrides)
+    parsed = parse_access(stack, {k: v for k, v in raw.items() if k.split(":")[1] in ACCESS_KEYS}, {})
+    hub = HubSpec.model_validate(raw["edgefm:hub"].value)
+    return run_program(lambda: build_access(parsed, hub, dict(sites)), stack)
 
 
 def iter_containers(obj: Recorded) -> Iterator[dict[str, Any]]:

@@ -14,10 +14,13 @@ import yaml
 from typer.testing import CliRunner
 
 from edgefm.cli import app
-from edgefm.ops.affected import affected_stacks
+from edgefm.model.stacks import access_stack_of
+from edgefm.ops.access import write_access_shards
+from edgefm.ops.affected import affected_stacks, batches
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL = ["hub", "site-bridge-north", "site-bridge-south", "site-harbor-ocp", "site-viaduct-cpu"]
+SHARDS = ["hub-access-000", "hub-access-001"]
+ALL = ["hub", *SHARDS, "site-bridge-north", "site-bridge-south", "site-harbor-ocp", "site-viaduct-cpu"]
 
 
 class Repo:
@@ -201,16 +204,31 @@ def test_a_site_that_stops_resolving_is_affected(repo: Repo) -> None:
     assert repo.affected(base) == ["site-viaduct-cpu"]
 
 
-def test_new_site_affects_it_and_the_hub_removed_site_only_the_hub(repo: Repo) -> None:
+def test_new_site_affects_it_and_its_shard_removed_site_only_its_shard(repo: Repo) -> None:
+    """Onboarding never touches the hub stack: only the new site and the one access shard it hashes to."""
     base = repo.git("rev-parse", "HEAD")
     new = repo.read("stacks/Pulumi.site-viaduct-cpu.yaml").replace("viaduct-cpu", "viaduct-west")
     repo.write("stacks/Pulumi.site-viaduct-west.yaml", new)
     repo.commit("onboard viaduct-west")
-    assert repo.affected(base) == ["hub", "site-viaduct-west"]
+    assert repo.affected(base) == sorted([access_stack_of("site-viaduct-west", 2), "site-viaduct-west"])
     base = repo.git("rev-parse", "HEAD")
     repo.git("rm", "-q", "stacks/Pulumi.site-bridge-south.yaml")
     repo.commit("retire bridge-south")
-    assert repo.affected(base) == ["hub"]
+    assert repo.affected(base) == [access_stack_of("site-bridge-south", 2)]
+
+
+def test_a_new_site_key_affects_the_site_and_its_shard(repo: Repo) -> None:
+    base = repo.git("rev-parse", "HEAD")
+    repo.edit_yaml("stacks/Pulumi.site-harbor-ocp.yaml", set_in("config", "edgefm:sitePublicKey", "A" * 43 + "="))
+    repo.commit("re-key harbor-ocp")
+    assert repo.affected(base) == sorted([access_stack_of("site-harbor-ocp", 2), "site-harbor-ocp"])
+
+
+def test_a_new_shard_count_affects_the_shards(repo: Repo) -> None:
+    base = repo.git("rev-parse", "HEAD")
+    write_access_shards(repo.path / "stacks", 3)
+    repo.commit("three shards")
+    assert repo.affected(base) == ["hub-access-000", "hub-access-001", "hub-access-002"]
 
 
 def test_working_tree_changes_count_untracked_files_included(repo: Repo) -> None:
@@ -219,7 +237,7 @@ def test_working_tree_changes_count_untracked_files_included(repo: Repo) -> None
         "stacks/Pulumi.site-new-site.yaml",
         repo.read("stacks/Pulumi.site-viaduct-cpu.yaml").replace("viaduct-cpu", "new-site"),
     )
-    assert repo.affected("HEAD") == ["hub", "site-new-site"]
+    assert repo.affected("HEAD") == sorted(["hub", *SHARDS, "site-new-site"])
 
 
 def test_only_changes_since_the_merge_base_count(repo: Repo) -> None:
@@ -257,3 +275,27 @@ def test_command_line_output(repo: Repo) -> None:
     assert json.loads(empty.stdout) == []
     bad = runner.invoke(app, ["affected", "--base", "HEAD", "--repo", str(repo.path / "nowhere")])
     assert bad.exit_code == 2 and "edgefm affected:" in bad.stderr
+
+
+def test_batches_stay_within_the_matrix_limit_and_keep_every_stack() -> None:
+    stacks = ["hub", *[f"hub-access-{i:03d}" for i in range(64)], *[f"site-s{i:04d}" for i in range(3501)]]
+    groups = batches(stacks, 200)
+    assert len(groups) == 200 and [s for g in groups for s in g] == stacks
+    assert max(map(len, groups)) - min(map(len, groups)) <= 1
+    assert batches(["hub"], 200) == [["hub"]] and batches([], 10) == []
+    with pytest.raises(ValueError, match="at least 1"):
+        batches(stacks, 0)
+
+
+def test_command_line_batches(repo: Repo) -> None:
+    base = repo.git("rev-parse", "HEAD")
+    repo.write("components/site_storage.py", "# changed\n")
+    repo.commit("every stack")
+    runner = CliRunner()
+    done = runner.invoke(app, ["affected", "--base", base, "--repo", str(repo.path), "--batches", "3"])
+    assert done.exit_code == 0, done.output
+    groups = json.loads(done.stdout)
+    assert [g["batch"] for g in groups] == ["1", "2", "3"]
+    assert " ".join(g["stacks"] for g in groups).split() == ALL
+    too_many = runner.invoke(app, ["affected", "--base", base, "--repo", str(repo.path), "--batches", "257"])
+    assert too_many.exit_code == 2

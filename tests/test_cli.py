@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from edgefm.program import run
-from tests.harness import ROOT, run_program
+from tests.harness import ROOT, fixed_site_keys, run_program
 
 
 def edgefm(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -23,7 +23,7 @@ def edgefm(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 def test_validate_sample_fleet_passes() -> None:
     result = edgefm("validate")
     assert result.returncode == 0, result.stderr
-    assert "5 stack file(s) (hub + 4 site(s))" in result.stdout
+    assert "7 stack file(s) (hub + 2 access shard(s) + 4 site(s))" in result.stdout
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_explain_text_and_unknown_stack() -> None:
     missing = edgefm("explain", "site-nowhere")
     assert missing.returncode == 1 and "not found" in missing.stderr
     bad = edgefm("explain", "production")
-    assert bad.returncode == 1 and "stack names are `hub` or `site-<name>`" in bad.stderr
+    assert bad.returncode == 1 and "stack names are `hub`, `hub-access-NNN` or `site-<name>`" in bad.stderr
 
 
 def test_program_refuses_bad_config_before_registering_anything() -> None:
@@ -127,8 +127,14 @@ def test_program_refuses_bad_config_before_registering_anything() -> None:
 
 def test_program_builds_a_site_from_engine_config() -> None:
     doc = yaml.safe_load((ROOT / "stacks" / "Pulumi.site-viaduct-cpu.yaml").read_text())["config"]
-    config = {"edgefm:site": json.dumps(doc["edgefm:site"]), "edgefm:sshPrivateKey": "key-from-engine"}
-    pulumi.runtime.set_all_config(config, secret_keys=["edgefm:sshPrivateKey"])
+    keys = fixed_site_keys("viaduct-cpu")
+    config = {
+        "edgefm:site": json.dumps(doc["edgefm:site"]),
+        "edgefm:sshPrivateKey": "key-from-engine",
+        "edgefm:siteKey": keys.private_key,
+        "edgefm:sitePublicKey": keys.public_key,
+    }
+    pulumi.runtime.set_all_config(config, secret_keys=["edgefm:sshPrivateKey", "edgefm:siteKey"])
     try:
         recorded = run_program(lambda: run("site-viaduct-cpu", ROOT), "site-viaduct-cpu")
     finally:

@@ -381,7 +381,8 @@ def test_monitoring_labels_and_scrapes() -> None:
         )
         assert config["global"]["external_labels"]["site"] == stack.removeprefix("site-")
         assert {"site", "region", "tier"} <= set(config["global"]["external_labels"])
-        assert config["remote_write"][0]["url"] == "https://telemetry.hub.example.test/api/v1/write"
+        # Each site writes to its own path, behind its own login (see SiteAccessShard).
+        assert config["remote_write"][0]["url"] == f"https://telemetry.hub.example.test/sites/{stack[5:]}/api/v1/write"
         jobs = {j["job_name"] for j in config["scrape_configs"]}
         assert ("dcgm-exporter" in jobs) is dcgm
         (agent,) = list(iter_containers(unwrap_record(run.one("kubernetes:apps/v1:Deployment", "-monitoring-agent"))))

@@ -1,21 +1,17 @@
 """FleetTelemetry: the hub's receiver for every site's Prometheus remote-write, and Grafana with the fleet
-dashboard. Sites authenticate with their registry key over TLS."""
+dashboard. Each site writes to its own path, `/sites/<site>/api/v1/write`, through an Ingress and a basic-auth
+Secret that its access shard owns (`SiteAccessShard`): nothing here lists the sites."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components.hub.fleet_dashboard import fleet_dashboard_json
-from components.hub.site_credential import SiteCredential
 from components.k8s.addons import helm_chart
 from components.k8s.kube import ingress_rule, meta
-from components.k8s.secrets import secret_output
 from edgefm.model.profile import ChartRef
 from edgefm.model.stacks import HUB_STACK
 
@@ -32,29 +28,34 @@ class FleetTelemetryArgs:
     retention_days: int
     size_gi: int
     grafana_admin_password: pulumi.Input[str]
-    site_credentials: Mapping[str, SiteCredential]
     tls_secret: str = "edgefm-hub-tls"
 
 
-def ssha_entry(user: str, password: str) -> str:
-    """An htpasswd line in nginx's {SSHA} form; the salt is derived from the user so the line is stable
-    across updates (a random salt would show a diff on every preview)."""
-    salt = hashlib.sha256(f"edgefm-htpasswd:{user}".encode()).digest()[:8]
-    digest = hashlib.sha1(password.encode() + salt).digest()
-    return f"{user}:{{SSHA}}{base64.b64encode(digest + salt).decode()}"
+def prometheus_service(name: str) -> str:
+    """The Prometheus server's Service for a FleetTelemetry named `name` (site ingresses point at it)."""
+    return f"{name}-prometheus"
+
+
+def site_write_path(site: str) -> str:
+    return f"/sites/{site}{REMOTE_WRITE_PATH}"
+
+
+def site_write_url(telemetry_host: str, site: str) -> str:
+    return f"https://{telemetry_host}{site_write_path(site)}"
 
 
 class FleetTelemetry(pulumi.ComponentResource):
-    remote_write_url: str
+    telemetry_host: str
     grafana_url: str
+    prometheus_service: str
 
     def __init__(self, name: str, args: FleetTelemetryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("edgefm:hub:FleetTelemetry", name, None, opts)
         comp = "telemetry"
         child = pulumi.ResourceOptions(parent=self)
-        self.remote_write_url = f"https://{args.telemetry_host}{REMOTE_WRITE_PATH}"
+        self.telemetry_host = args.telemetry_host
         self.grafana_url = f"https://{args.grafana_host}"
-        prometheus = f"{name}-prometheus"
+        prometheus = self.prometheus_service = prometheus_service(name)
 
         helm_chart(
             prometheus,
@@ -80,43 +81,6 @@ class FleetTelemetry(pulumi.ComponentResource):
             },
             opts=child,
         )
-        usernames = list(args.site_credentials)
-        pairs = pulumi.Output.all(*[args.site_credentials[u].secret_access_key for u in usernames])
-        key_ids = pulumi.Output.all(*[args.site_credentials[u].access_key_id for u in usernames])
-        htpasswd = secret_output(
-            pulumi.Output.all(key_ids, pairs).apply(
-                lambda kv: "".join(ssha_entry(k, p) + "\n" for k, p in zip(kv[0], kv[1], strict=True))
-            )
-        )
-        auth = k8s.core.v1.Secret(
-            f"{name}-remote-write-auth",
-            metadata=meta("remote-write-auth", HUB_STACK, comp, args.namespace),
-            string_data={"auth": htpasswd},
-            opts=child,
-        )
-        k8s.networking.v1.Ingress(
-            f"{name}-remote-write",
-            metadata=meta(
-                "remote-write",
-                HUB_STACK,
-                comp,
-                args.namespace,
-                annotations={
-                    "nginx.ingress.kubernetes.io/auth-type": "basic",
-                    "nginx.ingress.kubernetes.io/auth-secret": "remote-write-auth",
-                    "nginx.ingress.kubernetes.io/auth-realm": "edgefm remote write",
-                    "nginx.ingress.kubernetes.io/proxy-body-size": "16m",
-                },
-            ),
-            spec=k8s.networking.v1.IngressSpecArgs(
-                ingress_class_name="nginx",
-                tls=[k8s.networking.v1.IngressTLSArgs(hosts=[args.telemetry_host], secret_name=args.tls_secret)],
-                # Only the write endpoint is exposed; queries stay inside the hub (Grafana).
-                rules=[ingress_rule(args.telemetry_host, prometheus, 80, REMOTE_WRITE_PATH)],
-            ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[auth]),
-        )
-
         grafana = f"{name}-grafana"
         admin = k8s.core.v1.Secret(
             f"{name}-grafana-admin",
@@ -181,4 +145,4 @@ class FleetTelemetry(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        self.register_outputs({"remoteWriteUrl": self.remote_write_url, "grafanaUrl": self.grafana_url})
+        self.register_outputs({"telemetryHost": self.telemetry_host, "grafanaUrl": self.grafana_url})

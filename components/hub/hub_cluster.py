@@ -1,9 +1,9 @@
-"""HubCluster: the hub — model registry (S3 in an AWS account, or MinIO on the hub's own cluster) with
-read-only access per site, and the fleet telemetry receiver with Grafana on the hub cluster."""
+"""HubCluster: the hub — model registry (S3 in an AWS account, or MinIO on the hub's own cluster) and the fleet
+telemetry receiver with Grafana on the hub cluster. Nothing here depends on the list of sites: their access
+(identity, telemetry login) belongs to the access shards (SiteAccessShard), so onboarding never changes the hub."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -12,7 +12,6 @@ import pulumi_kubernetes as k8s
 from components.hub.fleet_telemetry import FleetTelemetry, FleetTelemetryArgs
 from components.hub.in_cluster_model_registry import InClusterModelRegistry, InClusterModelRegistryArgs
 from components.hub.s3_model_registry import S3ModelRegistry, S3ModelRegistryArgs
-from components.hub.site_credential import SiteCredential
 from components.k8s.helm_controller import HelmController, HelmControllerArgs
 from components.k8s.kube import kubernetes_provider, meta
 from edgefm.model.config import HubSpec
@@ -28,7 +27,6 @@ class HubClusterArgs:
     # telemetry.<endpoint>, grafana.<endpoint>).
     hub: HubSpec
     versions: HubProfile
-    sites: Sequence[str]
     grafana_admin_password: pulumi.Input[str]
     credential_seed: pulumi.Input[str] | None = None
     kubeconfig: pulumi.Input[str] | None = None
@@ -38,9 +36,12 @@ class HubClusterArgs:
 class HubCluster(pulumi.ComponentResource):
     registry_endpoint: str
     registry_bucket: pulumi.Input[str]
-    remote_write_url: str
+    # The AWS flavor's KMS key (sites may decrypt with it); None on the datacenter flavor.
+    registry_key_arn: pulumi.Output[str] | None
+    telemetry_host: str
+    prometheus_service: str
     grafana_url: str
-    site_credentials: dict[str, SiteCredential]
+    namespace: str
 
     def __init__(self, name: str, args: HubClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("edgefm:hub:HubCluster", name, None, opts)
@@ -64,15 +65,14 @@ class HubCluster(pulumi.ComponentResource):
                 S3ModelRegistryArgs(
                     bucket=args.hub.registry.bucket,
                     region=args.hub.region,
-                    sites=args.sites,
                     noncurrent_version_days=args.hub.registry.noncurrent_version_days,
                 ),
                 pulumi.ResourceOptions(parent=self),
             )
-            self.registry_endpoint, self.registry_bucket, self.site_credentials = (
+            self.registry_endpoint, self.registry_bucket, self.registry_key_arn = (
                 s3.endpoint,
                 s3.bucket_name,
-                s3.site_credentials,
+                s3.key_arn,
             )
         else:
             if args.credential_seed is None:
@@ -83,20 +83,18 @@ class HubCluster(pulumi.ComponentResource):
                     bucket=args.hub.registry.bucket,
                     host=f"registry.{args.hub.endpoint}",
                     namespace=ns.metadata.name,
-                    sites=args.sites,
                     credential_seed=args.credential_seed,
                     chart=args.versions.minio_chart,
                     image=args.versions.minio_image,
+                    kubectl_image=args.versions.kubectl_image,
+                    mc_image=args.versions.mc_image,
                     size_gi=args.hub.registry.size_gi,
                     noncurrent_version_days=args.hub.registry.noncurrent_version_days,
                 ),
                 on_hub,
             )
-            self.registry_endpoint, self.registry_bucket, self.site_credentials = (
-                minio.endpoint,
-                args.hub.registry.bucket,
-                minio.site_credentials,
-            )
+            self.registry_endpoint, self.registry_bucket = minio.endpoint, args.hub.registry.bucket
+            self.registry_key_arn = None
 
         telemetry = FleetTelemetry(
             f"{name}-telemetry",
@@ -109,16 +107,17 @@ class HubCluster(pulumi.ComponentResource):
                 retention_days=args.hub.telemetry.retention_days,
                 size_gi=args.hub.telemetry.size_gi,
                 grafana_admin_password=args.grafana_admin_password,
-                site_credentials=self.site_credentials,
             ),
             on_hub,
         )
-        self.remote_write_url, self.grafana_url = telemetry.remote_write_url, telemetry.grafana_url
+        self.telemetry_host, self.grafana_url = telemetry.telemetry_host, telemetry.grafana_url
+        self.prometheus_service = telemetry.prometheus_service
+        self.namespace = HUB_NAMESPACE
         self.register_outputs(
             {
                 "registryEndpoint": self.registry_endpoint,
                 "registryBucket": self.registry_bucket,
-                "remoteWriteUrl": self.remote_write_url,
+                "telemetryHost": self.telemetry_host,
                 "grafanaUrl": self.grafana_url,
             }
         )

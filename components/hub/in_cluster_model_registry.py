@@ -1,23 +1,24 @@
 """InClusterModelRegistry: the hub's model registry on its own Kubernetes cluster (MinIO), versioned and
-encrypted, reached over TLS through the hub ingress, with one read-only MinIO user per site."""
+encrypted, reached over TLS through the hub ingress. Site users are not listed here: each access shard keeps
+one labelled Secret per site, and a reconciler CronJob makes MinIO's read-only site users match those Secrets,
+so adding a site never changes this component."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.hub.site_credential import SiteCredential, derive_secret, site_read_statements
+from components.hub.site_credential import SITE_ACCESS_LABEL, derive_secret, site_read_statements
 from components.k8s.addons import helm_chart
 from components.k8s.kube import ingress_rule, meta
 from edgefm.model.profile import ChartRef
-from edgefm.model.stacks import HUB_STACK, site_stack
+from edgefm.model.stacks import HUB_STACK
 
 SITE_POLICY = "edgefm-site-read"
 POLICY_CONFIGMAP = "edgefm-registry-site-policy"
@@ -28,10 +29,12 @@ class InClusterModelRegistryArgs:
     bucket: str
     host: str
     namespace: pulumi.Input[str]
-    sites: Sequence[str]
     credential_seed: pulumi.Input[str]
     chart: ChartRef
     image: str
+    # The reconciler: kubectl lists the site Secrets, mc applies them to MinIO.
+    kubectl_image: str
+    mc_image: str
     size_gi: int
     noncurrent_version_days: int
     tls_secret: str = "edgefm-hub-tls"
@@ -41,9 +44,29 @@ def site_policy_document(bucket: str) -> dict[str, Any]:
     return {"Version": "2012-10-17", "Statement": site_read_statements(f"arn:aws:s3:::{bucket}")}
 
 
+def reconcile_script(server: str) -> str:
+    """Adds (or re-keys) a read-only MinIO user for every site Secret and removes site users with none left."""
+    return f"""set -eu
+mc alias set hub {server} "$ROOT_USER" "$ROOT_PASSWORD" >/dev/null
+while read -r key secret; do
+  mc admin user add hub "$key" "$secret" >/dev/null
+  mc admin policy attach hub {SITE_POLICY} --user "$key" >/dev/null 2>&1 || true  # already attached
+done < /work/users
+mc admin user list hub --json | sed -n 's/.*"accessKey":"\\(site-[^"]*\\)".*/\\1/p' | while read -r key; do
+  grep -q "^$key " /work/users || mc admin user remove hub "$key"
+done
+"""
+
+
+# Site Secrets → "<accessKey> <secretKey>" lines, decoded by kubectl itself.
+USERS_TEMPLATE = (
+    "{{range .items}}{{if .data.secretKey}}{{.data.accessKey | base64decode}} {{.data.secretKey | base64decode}}"
+    '{{"\\n"}}{{end}}{{end}}'
+)
+
+
 class InClusterModelRegistry(pulumi.ComponentResource):
     endpoint: str
-    site_credentials: dict[str, SiteCredential]
 
     def __init__(self, name: str, args: InClusterModelRegistryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("edgefm:hub:InClusterModelRegistry", name, None, opts)
@@ -52,7 +75,6 @@ class InClusterModelRegistry(pulumi.ComponentResource):
         seed = pulumi.Output.secret(args.credential_seed)
         release = f"{name}-minio"
         self.endpoint = f"https://{args.host}"
-        self.site_credentials = {}
 
         def derived(purpose: str) -> pulumi.Output[str]:
             return pulumi.Output.secret(seed.apply(lambda s: derive_secret(s, purpose)))
@@ -82,31 +104,6 @@ class InClusterModelRegistry(pulumi.ComponentResource):
             data={"policy.json": json.dumps(policy, sort_keys=True), "policyName": SITE_POLICY},
             opts=child,
         )
-        users = []
-        for site in args.sites:
-            key_id = site_stack(site)
-            secret_key = derived(f"site:{site}")
-            k8s.core.v1.Secret(
-                f"{name}-site-{site}",
-                metadata=meta(
-                    f"registry-site-{site}",
-                    HUB_STACK,
-                    comp,
-                    args.namespace,
-                    extra_labels={"edgefm.io/for-site": site},
-                ),
-                string_data={"secretKey": secret_key},
-                opts=child,
-            )
-            users.append(
-                {
-                    "accessKey": key_id,
-                    "existingSecret": f"registry-site-{site}",
-                    "existingSecretKey": "secretKey",
-                    "policy": SITE_POLICY,
-                }
-            )
-            self.site_credentials[site] = SiteCredential(key_id, secret_key)
         image_repo, image_tag = args.image.rsplit(":", 1)
         target = f"myminio/{args.bucket}"  # the chart's mc alias for its own server
         helm_chart(
@@ -143,7 +140,7 @@ class InClusterModelRegistry(pulumi.ComponentResource):
                         ],
                     }
                 ],
-                "users": users,
+                "users": [],
                 "service": {"type": "ClusterIP"},
                 "consoleService": {"type": "ClusterIP"},
                 "customCommands": [
@@ -174,4 +171,108 @@ class InClusterModelRegistry(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        self._reconciler(name, args, release, root)
         self.register_outputs({"endpoint": self.endpoint})
+
+    def _reconciler(self, name: str, args: InClusterModelRegistryArgs, release: str, root: k8s.core.v1.Secret) -> None:
+        comp, child = "model-registry", pulumi.ResourceOptions(parent=self)
+        account = f"{name}-site-users"
+        sa = k8s.core.v1.ServiceAccount(
+            account, metadata=meta("registry-site-users", HUB_STACK, comp, args.namespace), opts=child
+        )
+        # Read the site Secrets of this namespace and nothing else.
+        role = k8s.rbac.v1.Role(
+            f"{account}-read",
+            metadata=meta("registry-site-users", HUB_STACK, comp, args.namespace),
+            rules=[k8s.rbac.v1.PolicyRuleArgs(api_groups=[""], resources=["secrets"], verbs=["list"])],
+            opts=child,
+        )
+        k8s.rbac.v1.RoleBinding(
+            f"{account}-read",
+            metadata=meta("registry-site-users", HUB_STACK, comp, args.namespace),
+            role_ref=k8s.rbac.v1.RoleRefArgs(
+                api_group="rbac.authorization.k8s.io", kind="Role", name="registry-site-users"
+            ),
+            subjects=[
+                k8s.rbac.v1.SubjectArgs(kind="ServiceAccount", name="registry-site-users", namespace=args.namespace)
+            ],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[role, sa]),
+        )
+        env = k8s.core.v1.EnvVarArgs
+        root_ref = k8s.core.v1.SecretKeySelectorArgs
+        hardened = k8s.core.v1.SecurityContextArgs(
+            run_as_non_root=True, run_as_user=1000, allow_privilege_escalation=False, read_only_root_filesystem=True
+        )
+        work = k8s.core.v1.VolumeMountArgs(name="work", mount_path="/work")
+        small = k8s.core.v1.ResourceRequirementsArgs(
+            requests={"cpu": "50m", "memory": "64Mi"}, limits={"cpu": "500m", "memory": "256Mi"}
+        )
+        pod = k8s.core.v1.PodSpecArgs(
+            service_account_name="registry-site-users",
+            restart_policy="Never",
+            volumes=[
+                # The decoded keys live in memory only, for the life of the pod.
+                k8s.core.v1.VolumeArgs(name="work", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(medium="Memory")),
+                k8s.core.v1.VolumeArgs(name="mc", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()),
+            ],
+            init_containers=[
+                k8s.core.v1.ContainerArgs(
+                    name="list-sites",
+                    image=args.kubectl_image,
+                    command=["sh", "-c", 'kubectl get secrets -l "$SELECTOR" -o go-template="$TEMPLATE" > /work/users'],
+                    env=[
+                        env(name="SELECTOR", value=f"{SITE_ACCESS_LABEL}=true"),
+                        env(name="TEMPLATE", value=USERS_TEMPLATE),
+                    ],
+                    volume_mounts=[work],
+                    resources=small,
+                    security_context=hardened,
+                )
+            ],
+            containers=[
+                k8s.core.v1.ContainerArgs(
+                    name="apply-users",
+                    image=args.mc_image,
+                    command=["sh", "-c", reconcile_script(f"http://{release}:9000")],
+                    env=[
+                        env(name="MC_CONFIG_DIR", value="/mc"),
+                        env(
+                            name="ROOT_USER",
+                            value_from=k8s.core.v1.EnvVarSourceArgs(
+                                secret_key_ref=root_ref(name="registry-root", key="rootUser")
+                            ),
+                        ),
+                        env(
+                            name="ROOT_PASSWORD",
+                            value_from=k8s.core.v1.EnvVarSourceArgs(
+                                secret_key_ref=root_ref(name="registry-root", key="rootPassword")
+                            ),
+                        ),
+                    ],
+                    volume_mounts=[work, k8s.core.v1.VolumeMountArgs(name="mc", mount_path="/mc")],
+                    resources=small,
+                    security_context=hardened,
+                )
+            ],
+        )
+        k8s.batch.v1.CronJob(
+            account,
+            metadata=meta("registry-site-users", HUB_STACK, comp, args.namespace),
+            spec=k8s.batch.v1.CronJobSpecArgs(
+                # A new site can read the registry within two minutes of its access shard's update.
+                schedule="*/2 * * * *",
+                concurrency_policy="Forbid",
+                successful_jobs_history_limit=1,
+                failed_jobs_history_limit=3,
+                job_template=k8s.batch.v1.JobTemplateSpecArgs(
+                    spec=k8s.batch.v1.JobSpecArgs(
+                        backoff_limit=2,
+                        active_deadline_seconds=600,
+                        template=k8s.core.v1.PodTemplateSpecArgs(
+                            metadata=meta("registry-site-users", HUB_STACK, comp), spec=pod
+                        ),
+                    )
+                ),
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[root]),
+        )

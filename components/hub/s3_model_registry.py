@@ -1,23 +1,19 @@
 """S3ModelRegistry: the hub's model registry in an AWS account — versioned, KMS-encrypted with key
-rotation, private, TLS-only — and one read-only identity per site."""
+rotation, private, TLS-only. Per-site read-only identities belong to the access shards (SiteAccessShard)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
-
-from components.hub.site_credential import SiteCredential, site_read_statements
 
 
 @dataclass
 class S3ModelRegistryArgs:
     bucket: str
     region: str
-    sites: Sequence[str]
     noncurrent_version_days: int = 90
     tags: dict[str, str] | None = None
 
@@ -44,7 +40,7 @@ def tls_only_policy(bucket_arn: str) -> str:
 class S3ModelRegistry(pulumi.ComponentResource):
     endpoint: str
     bucket_name: pulumi.Output[str]
-    site_credentials: dict[str, SiteCredential]
+    key_arn: pulumi.Output[str]
 
     def __init__(self, name: str, args: S3ModelRegistryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("edgefm:hub:S3ModelRegistry", name, None, opts)
@@ -124,38 +120,5 @@ class S3ModelRegistry(pulumi.ComponentResource):
 
         self.endpoint = f"https://s3.{args.region}.amazonaws.com"
         self.bucket_name = bucket.bucket
-        self.site_credentials = {}
-        for site in args.sites:
-            user = aws.iam.User(
-                f"{name}-site-{site}",
-                name=f"edgefm-site-{site}",
-                path="/edgefm/sites/",
-                tags={**tags, "edgefm.io/site": site},
-                opts=child,
-            )
-            policy = pulumi.Output.all(bucket.arn, key.arn).apply(
-                lambda arns: json.dumps(
-                    {
-                        "Version": "2012-10-17",
-                        "Statement": [
-                            *site_read_statements(arns[0]),
-                            # Reading SSE-KMS objects needs decrypt on the registry key, and nothing more.
-                            {
-                                "Sid": "DecryptRegistryObjects",
-                                "Effect": "Allow",
-                                "Action": ["kms:Decrypt"],
-                                "Resource": [arns[1]],
-                            },
-                        ],
-                    },
-                    sort_keys=True,
-                )
-            )
-            aws.iam.UserPolicy(f"{name}-site-{site}-read", user=user.name, policy=policy, opts=child)
-            access_key = aws.iam.AccessKey(
-                f"{name}-site-{site}-key",
-                user=user.name,
-                opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["secret"]),
-            )
-            self.site_credentials[site] = SiteCredential(access_key.id, pulumi.Output.secret(access_key.secret))
-        self.register_outputs({"endpoint": self.endpoint, "bucket": self.bucket_name})
+        self.key_arn = key.arn
+        self.register_outputs({"endpoint": self.endpoint, "bucket": self.bucket_name, "keyArn": self.key_arn})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -9,6 +10,9 @@ from typing import Any
 
 import pulumi
 
+# Labels the per-site access Secret on the hub, which the registry's reconciler turns into a MinIO user.
+SITE_ACCESS_LABEL = "edgefm.io/site-access"
+FOR_SITE_LABEL = "edgefm.io/for-site"
 READ_ACTIONS = ["s3:GetObject", "s3:GetObjectVersion"]
 LIST_ACTIONS = ["s3:ListBucket", "s3:GetBucketLocation"]
 
@@ -31,3 +35,11 @@ def derive_secret(seed: str, purpose: str, length: int = 40) -> str:
     """Deterministic per-purpose secret: the hub can re-issue the same keys after a state loss, and
     rotating the seed rotates every derived key at once."""
     return hmac.new(seed.encode(), purpose.encode(), hashlib.sha256).hexdigest()[:length]
+
+
+def ssha_entry(user: str, password: str) -> str:
+    """An htpasswd line in nginx's {SSHA} form; the salt is derived from the user so the line is stable
+    across updates (a random salt would show a diff on every preview)."""
+    salt = hashlib.sha256(f"edgefm-htpasswd:{user}".encode()).digest()[:8]
+    digest = hashlib.sha1(password.encode() + salt).digest()
+    return f"{user}:{{SSHA}}{base64.b64encode(digest + salt).decode()}"

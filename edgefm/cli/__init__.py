@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from edgefm.cli.access import hub_app, site_app
 from edgefm.cli.console import err, out
 from edgefm.cli.fleet import fleet_app
 from edgefm.cli.lab import lab_app
@@ -28,7 +29,7 @@ from edgefm.model.stacks import (
     stack_file,
 )
 from edgefm.model.stacks import stack_files as files_in
-from edgefm.ops.affected import GitError, affected_stacks
+from edgefm.ops.affected import MAX_MATRIX_JOBS, GitError, affected_stacks, batches
 from edgefm.ops.engine import config_passphrase
 from edgefm.program.pin import pin_channel, registry_resolver
 
@@ -39,6 +40,8 @@ app.add_typer(portal_app, name="portal")
 app.add_typer(db_app, name="db")
 app.command("worker")(worker)
 app.add_typer(lab_app, name="lab")
+app.add_typer(hub_app, name="hub")
+app.add_typer(site_app, name="site")
 
 PlacementOpt = Annotated[Path, typer.Option("--placement", help="Placement policy file.")]
 StacksOpt = Annotated[Path, typer.Option("--stacks-dir", help="Directory of Pulumi.<stack>.yaml files.")]
@@ -81,7 +84,8 @@ def validate(
         err.print(f"{len(report.problems)} problem(s) in {len(paths)} stack file(s)")
         raise typer.Exit(1)
     hub = " (hub + " if report.hub else " ("
-    out.print(f"ok: {len(paths)} stack file(s){hub}{len(report.sites)} site(s)) valid against {placement}")
+    shards = f"{len(report.access)} access shard(s) + " if report.access else ""
+    out.print(f"ok: {len(paths)} stack file(s){hub}{shards}{len(report.sites)} site(s)) valid against {placement}")
 
 
 @app.command()
@@ -149,14 +153,31 @@ def affected(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array (for a CI matrix).")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="Say on stderr why each stack is affected.")] = False,
+    batch_jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--batches",
+            min=1,
+            max=MAX_MATRIX_JOBS,
+            help="Print a JSON array of at most N batches, {batch, stacks}, for a CI matrix (implies --json).",
+        ),
+    ] = None,
     repo: Annotated[Path, typer.Option("--repo", help="Repository root.")] = Path("."),
 ) -> None:
-    """List the stacks a change affects, one per line (or --json)."""
+    """List the stacks a change affects, one per line (or --json, or --batches N)."""
     try:
         result = affected_stacks(repo, base, head)
     except GitError as exc:
         typer.echo(f"edgefm affected: {exc}", err=True)
         raise typer.Exit(2) from None
+    if batch_jobs is not None:
+        if explain:
+            for stack in result.stacks:
+                typer.echo(f"{stack}: {'; '.join(result.reasons[stack])}", err=True)
+        groups = batches(result.stacks, batch_jobs)
+        width = len(str(len(groups)))
+        typer.echo(json.dumps([{"batch": f"{i + 1:0{width}d}", "stacks": " ".join(g)} for i, g in enumerate(groups)]))
+        return
     if explain:
         for stack in result.stacks:
             typer.echo(f"{stack}: {'; '.join(result.reasons[stack])}", err=True)

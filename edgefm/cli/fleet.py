@@ -11,7 +11,7 @@ from rich.table import Table
 
 from edgefm.cli.console import err, out
 from edgefm.cli.rollout import rollout_app
-from edgefm.model.stacks import HUB_STACK, fleet_stack_names
+from edgefm.model.stacks import HUB_STACK, access_stack_names, fleet_stack_names
 from edgefm.ops.controller import SiteOutcome, SiteTask
 from edgefm.ops.local import LocalExecutor, run_all
 from edgefm.ops.siteops import SiteContext
@@ -101,8 +101,13 @@ def _parallel(
         err.print(f"no such stack(s) in {ctx.repo / 'stacks'}: {', '.join(unknown)}")
         raise typer.Exit(2)
     batches = [names]
-    if operation in ("update", "reconcile") and HUB_STACK in names and len(names) > 1:
-        batches = [[HUB_STACK], [n for n in names if n != HUB_STACK]]
+    if operation in ("update", "reconcile"):
+        # The hub side first, each step done before the next starts: the hub, then its access shards (sites read
+        # both), then the sites.
+        hub = [n for n in names if n == HUB_STACK]
+        shards = access_stack_names(names)
+        sites = [n for n in names if n not in hub and n not in shards]
+        batches = [b for b in (hub, shards, sites) if b]
     results: list[tuple[SiteTask, SiteOutcome]] = []
     with LocalExecutor(ctx, parallel) as executor:
         out.print(f"{operation}: {len(names)} stack(s), {executor.parallel} at a time")
@@ -117,7 +122,7 @@ def _parallel(
                 for pod in outcome.unschedulable:
                     err.print(f"    stays Pending, no node can run it: {pod}", markup=False)
             if any(not o.ok for _, o in results) and batch is not batches[-1]:
-                err.print("the hub failed: the sites were not started")
+                err.print("the hub side failed: the stacks after it were not started")
                 break
     return results
 

@@ -9,6 +9,7 @@ error, not a coin toss.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,6 +248,22 @@ def enabled_components(resolved: ResolvedSite) -> list[str]:
     if p.fine_tuning.enabled:
         parts.append("FineTuning")
     return [*parts, "ModelServing", "Monitoring"]
+
+
+def resolution_inputs(site: SiteSpec) -> str:
+    """Everything `resolve` reads from a site, as text: sites with equal inputs resolve to equal profiles
+    (errors aside, whose messages name the stack). Keep in step with `resolve` and `check_fit`."""
+    return json.dumps(
+        {
+            "labels": site.labels,
+            "overrides": site.overrides,
+            "allowExternalServices": site.allow_external_services,
+            "gpuTotal": site.gpu_total,
+            "gpuModels": site.gpu_models,
+        },
+        sort_keys=True,
+        default=str,
+    )
 
 
 def resolve(stack: str, site: SiteSpec, policy: PlacementPolicy) -> ResolvedSite:

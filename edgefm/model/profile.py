@@ -172,3 +172,6 @@ class HubProfile(Model):
     prometheus_chart: ChartRef
     grafana_chart: ChartRef
     helm_controller_image: PinnedImage
+    # The registry's site-user reconciler (datacenter flavor).
+    kubectl_image: PinnedImage
+    mc_image: PinnedImage

@@ -4,11 +4,12 @@ stack settings, collecting every problem before any resource is registered."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,18 +19,25 @@ from edgefm.model import secure, yamlfile
 from edgefm.model.config import HubSpec, SiteSpec
 from edgefm.model.placement import PlacementPolicy, ResolvedSite, resolve
 from edgefm.model.problems import ConfigError, Problem, from_validation_error
+from edgefm.model.sealing import SealError, check_key, public_key_of
 
 SpecT = TypeVar("SpecT", SiteSpec, HubSpec)
 NAMESPACE = "edgefm"
 # The only place that spells stack names and stack files: every other module asks here.
 HUB_STACK = "hub"
 SITE_PREFIX = "site-"
+# Access shards: each owns the hub-side registry and telemetry access of the sites whose stack name hashes to it.
+ACCESS_PREFIX = "hub-access-"
+ACCESS_FILE_GLOB = f"Pulumi.{ACCESS_PREFIX}*.yaml"
+MAX_ACCESS_SHARDS = 1000
 STACKS_DIR = "stacks"
 STACK_FILE_GLOB = "Pulumi.*.yaml"
 SITE_FILE_GLOB = f"Pulumi.{SITE_PREFIX}*.yaml"
-SITE_KEYS = frozenset({"site", "sshPrivateKey", "kubeconfig", "renderDir", "hubStack"})
+SITE_KEYS = frozenset({"site", "sshPrivateKey", "kubeconfig", "renderDir", "hubStack", "siteKey", "sitePublicKey"})
 HUB_KEYS = frozenset({"hub", "kubeconfig", "credentialSeed", "grafanaAdminPassword", "renderDir"})
-SECRET_KEYS = frozenset({"sshPrivateKey", "kubeconfig", "credentialSeed", "grafanaAdminPassword"})
+# An access shard holds copies of the hub's secrets it needs (written by `edgefm hub shards`).
+ACCESS_KEYS = frozenset({"kubeconfig", "credentialSeed", "renderDir", "hubStack"})
+SECRET_KEYS = frozenset({"sshPrivateKey", "kubeconfig", "credentialSeed", "grafanaAdminPassword", "siteKey"})
 # Makes every stack render manifests under <root>/<stack> instead of applying them (demo, GitOps, CI).
 RENDER_ROOT_ENV = "EDGEFM_RENDER_ROOT"
 # Makes every stack apply to the fleet lab's cluster for it instead of its own: the admin kubeconfig that
@@ -58,12 +66,25 @@ class SiteStack:
     hub_stack: str
     ssh_private_key: SecretStr | None
     kubeconfig: SecretStr | None
+    # X25519 keys: the hub seals the site's credential to the public one, the private one opens it.
+    site_key: SecretStr | None = None
+    public_key: str | None = None
     # The kubeconfig is the fleet lab's cluster for this stack: no SSH bootstrap, everything else as on site.
     lab: bool = False
 
     @property
     def rendering(self) -> bool:
         return self.render_dir is not None
+
+
+@dataclass(frozen=True)
+class AccessStack:
+    stack: str
+    index: int
+    render_dir: str | None
+    hub_stack: str
+    kubeconfig: SecretStr | None
+    credential_seed: SecretStr | None
 
 
 @dataclass(frozen=True)
@@ -103,6 +124,37 @@ def is_site_stack(stack: str) -> bool:
     return stack.startswith(SITE_PREFIX)
 
 
+def access_stack(index: int) -> str:
+    return f"{ACCESS_PREFIX}{index:03d}"
+
+
+def is_access_stack(stack: str) -> bool:
+    return stack.startswith(ACCESS_PREFIX)
+
+
+def access_index(stack: str) -> int:
+    return int(stack.removeprefix(ACCESS_PREFIX))
+
+
+def shard_of(stack: str, shards: int) -> int:
+    """The access shard of a site stack: a stable hash of its name, so a site never moves while the count stays."""
+    return int.from_bytes(hashlib.sha256(stack.encode()).digest()[:8], "big") % shards
+
+
+def access_stack_of(stack: str, shards: int) -> str:
+    return access_stack(shard_of(stack, shards))
+
+
+def access_stack_names(names: Iterable[str]) -> list[str]:
+    return sorted(n for n in names if is_access_stack(n))
+
+
+def sibling_stack(reference: str, stack: str) -> str:
+    """`org/project/hub` → `org/project/<stack>`: a stack beside the referenced one."""
+    head, sep, _ = reference.rpartition("/")
+    return f"{head}{sep}{stack}"
+
+
 _REPO_STACK_FILE = re.compile(rf"^{STACKS_DIR}/Pulumi\.(?P<stack>[^/]+)\.yaml$")
 
 
@@ -125,7 +177,7 @@ def fleet_stack_names(root: Path) -> list[str]:
     """The hub first (sites read its outputs), then every site, by name."""
     names = stacks_in(root)
     hub = [HUB_STACK] if HUB_STACK in names else []
-    return hub + sorted(n for n in names if is_site_stack(n))
+    return hub + access_stack_names(names) + sorted(n for n in names if is_site_stack(n))
 
 
 def read_stack_file(path: Path, passphrase: str | None = None) -> RawConfig:
@@ -303,6 +355,20 @@ def parse_site(stack: str, raw: RawConfig, env: Mapping[str, str] | None = None)
                     f"is {site.name!r} but the stack is named for {expected!r}",
                 )
             )
+        public = _plain_str(raw, "sitePublicKey", stack, problems)
+        key = _secret(raw, "siteKey", stack, problems)
+        if public is not None:
+            try:
+                check_key(public, "the public key")
+            except SealError as exc:
+                problems.append(Problem(stack, f"{NAMESPACE}:sitePublicKey", str(exc)))
+                public = None
+        if key is not None and key.get_secret_value() and public is not None:
+            try:
+                if public_key_of(key.get_secret_value()) != public:
+                    problems.append(Problem(stack, f"{NAMESPACE}:sitePublicKey", "does not belong to edgefm:siteKey"))
+            except SealError as exc:
+                problems.append(Problem(stack, f"{NAMESPACE}:siteKey", str(exc)))
         # Credentials are only needed when the program talks to real machines.
         # A key given in plain text was reported above; only an absent key is "missing".
         real = render_dir is None and lab is None
@@ -313,8 +379,8 @@ def parse_site(stack: str, raw: RawConfig, env: Mapping[str, str] | None = None)
     if problems or site is None:
         raise ConfigError(problems)
     if lab is not None:
-        return SiteStack(stack, site, None, hub_stack, ssh, lab, lab=True)
-    return SiteStack(stack, site, render_dir, hub_stack, ssh, kubeconfig)
+        return SiteStack(stack, site, None, hub_stack, ssh, lab, key, public, lab=True)
+    return SiteStack(stack, site, render_dir, hub_stack, ssh, kubeconfig, key, public)
 
 
 def parse_hub(stack: str, raw: RawConfig, env: Mapping[str, str] | None = None) -> HubStack:
@@ -347,12 +413,29 @@ def parse_hub(stack: str, raw: RawConfig, env: Mapping[str, str] | None = None) 
     return HubStack(stack, hub, render_dir, kubeconfig, seed, grafana)
 
 
-_STACK_NAME = re.compile(rf"^({HUB_STACK}|{SITE_PREFIX}[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")
+def parse_access(stack: str, raw: RawConfig, env: Mapping[str, str] | None = None) -> AccessStack:
+    env = os.environ if env is None else env
+    problems: list[Problem] = []
+    _check_keys(raw, ACCESS_KEYS, stack, problems)
+    kubeconfig = _secret(raw, "kubeconfig", stack, problems)
+    seed = _secret(raw, "credentialSeed", stack, problems)
+    render_dir = _render_dir(raw, stack, problems, env)
+    hub_stack = _plain_str(raw, "hubStack", stack, problems) or DEFAULT_HUB_STACK
+    if render_dir is None and f"{NAMESPACE}:kubeconfig" not in raw:
+        problems.append(Problem(stack, f"{NAMESPACE}:kubeconfig", "required to reach the hub cluster"))
+    if problems:
+        raise ConfigError(problems)
+    return AccessStack(stack, access_index(stack), render_dir, hub_stack, kubeconfig, seed)
+
+
+_STACK_NAME = re.compile(rf"^({HUB_STACK}|{ACCESS_PREFIX}[0-9]{{3}}|{SITE_PREFIX}[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")
 
 
 def check_stack_name(stack: str) -> None:
     if not _STACK_NAME.match(stack):
-        raise ConfigError([Problem(stack, "", f"stack names are `{HUB_STACK}` or `{SITE_PREFIX}<name>`")])
+        raise ConfigError(
+            [Problem(stack, "", f"stack names are `{HUB_STACK}`, `{ACCESS_PREFIX}NNN` or `{SITE_PREFIX}<name>`")]
+        )
 
 
 def resolve_site_file(path: Path, policy: PlacementPolicy, env: Mapping[str, str] | None = None) -> ResolvedSite:
@@ -367,6 +450,7 @@ class FleetReport:
     sites: dict[str, ResolvedSite]
     hub: HubStack | None
     problems: list[Problem]
+    access: list[str] = field(default_factory=list)
 
 
 def check_fleet(
@@ -379,6 +463,7 @@ def check_fleet(
     passphrase, every `secure:` value is decrypted too."""
     sites: dict[str, ResolvedSite] = {}
     hub: HubStack | None = None
+    access: list[str] = []
     problems: list[Problem] = []
     for path in sorted(paths):
         stack = stack_name_of(path)
@@ -387,14 +472,38 @@ def check_fleet(
             raw = read_stack_file(path, passphrase)
             if stack == HUB_STACK:
                 hub = parse_hub(stack, raw, env)
+            elif is_access_stack(stack):
+                access.append(parse_access(stack, raw, env).stack)
             else:
                 parsed = parse_site(stack, raw, env)
+                if parsed.public_key is None:
+                    problems.append(
+                        Problem(
+                            stack,
+                            f"{NAMESPACE}:sitePublicKey",
+                            f"required: the hub seals the site's credential to it (`edgefm site keygen {stack}`)",
+                        )
+                    )
                 sites[stack] = resolve(stack, parsed.site, policy)
         except ConfigError as exc:
             problems += exc.problems
     if hub is not None:
         problems += _shadowed_by_sites(hub, sites)
-    return FleetReport(sites, hub, problems)
+    if hub is not None and sites and not access:
+        problems.append(
+            Problem(HUB_STACK, "", "no access shards: `edgefm hub shards --count N` writes stacks/Pulumi.hub-access-*")
+        )
+    expected = [access_stack(i) for i in range(len(access))]
+    if access != expected:
+        problems.append(
+            Problem(
+                ", ".join(sorted(set(access) ^ set(expected))),
+                "",
+                f"access shards must be numbered {ACCESS_PREFIX}000 to {ACCESS_PREFIX}{len(access) - 1:03d} without "
+                "gaps (`edgefm hub shards --count N` writes them)",
+            )
+        )
+    return FleetReport(sites, hub, problems, access)
 
 
 def _shadowed_by_sites(hub: HubStack, sites: Mapping[str, ResolvedSite]) -> list[Problem]:
@@ -415,3 +524,24 @@ def _shadowed_by_sites(hub: HubStack, sites: Mapping[str, ResolvedSite]) -> list
 
 def site_stack_files(stacks_dir: Path) -> list[Path]:
     return sorted(stacks_dir.glob(SITE_FILE_GLOB))
+
+
+def access_stack_files(stacks_dir: Path) -> list[Path]:
+    return sorted(stacks_dir.glob(ACCESS_FILE_GLOB))
+
+
+def shard_members(stacks_dir: Path, stack: str) -> list[Path]:
+    """The site stack files an access shard serves (by name only: no other site's file is read)."""
+    count = len(access_stack_files(stacks_dir))
+    index = access_index(stack)
+    return [p for p in site_stack_files(stacks_dir) if shard_of(stack_name_of(p), count) == index]
+
+
+def read_hub_spec(stacks_dir: Path) -> HubSpec:
+    """The hub's validated `edgefm:hub` from its stack file (plain config: no secret is read)."""
+    raw = read_stack_file(stack_file(stacks_dir, HUB_STACK))
+    problems: list[Problem] = []
+    hub = _spec(raw, "hub", HubSpec, HUB_STACK, problems)
+    if problems or hub is None:
+        raise ConfigError(problems)
+    return hub

@@ -2,8 +2,10 @@
 
 The change is what a pull request shows: the working tree (or `--head`) against its merge base with REF.
 
-  * `stacks/Pulumi.<stack>.yaml` changed → that stack; a site stack file added or removed also changes
-    the hub, which holds one registry identity per site.
+  * `stacks/Pulumi.<stack>.yaml` changed → that stack; a site stack file added, removed or changed also
+    changes the site's access shard (`hub-access-NNN`, which seals its credential to the key in that file);
+    the hub stack file → the hub and every access shard (they read its spec). The hub itself never depends
+    on the list of sites.
   * `policies/placement.yaml` changed → each site whose *resolved* profile differs between the two
     revisions (both resolved with the placement resolver), and the hub if its `hub:` versions changed.
   * program code, policies, `Pulumi.yaml`, dependencies, or any file not known to be inert → every stack.
@@ -12,10 +14,10 @@ The change is what a pull request shows: the working tree (or `--head`) against 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -23,7 +25,15 @@ from pathlib import Path
 from typing import Final
 
 from edgefm.model.placement import PLACEMENT_FILE as PLACEMENT
-from edgefm.model.stacks import HUB_STACK, STACKS_DIR, is_site_stack, stack_of_repo_path, stacks_in
+from edgefm.model.stacks import (
+    HUB_STACK,
+    STACKS_DIR,
+    access_stack_names,
+    access_stack_of,
+    is_site_stack,
+    stack_files,
+    stack_of_repo_path,
+)
 
 _ZERO_SHA = re.compile(r"^0+$")
 
@@ -104,16 +114,54 @@ def _matches(path: str, patterns: Iterable[str]) -> bool:
     return any(fnmatchcase(path, p) for p in patterns)
 
 
-def _materialise(repo: Path, rev: str | None, dest: Path) -> Path:
-    """The stack files and placement policy at `rev` (None: the working tree) as a directory to resolve."""
+@dataclass(frozen=True)
+class Tree:
+    """The stack files and placement policy at one revision: repository path → git blob id, or None for a
+    file in the working tree. Only names are listed; contents are read when a placement change needs them."""
+
+    repo: Path
+    rev: str | None
+    files: Mapping[str, str | None]
+
+    @property
+    def stacks(self) -> set[str]:
+        return {s for s in (stack_of_repo_path(p) for p in self.files) if s is not None}
+
+    def read(self, paths: Iterable[str]) -> dict[str, str]:
+        """The text of `paths`, from the working tree or with one `git cat-file --batch` for all of them."""
+        wanted = [p for p in paths if p in self.files]
+        if self.rev is None:
+            return {p: (self.repo / p).read_text() for p in wanted}
+        ids = [self.files[p] or "" for p in wanted]
+        proc = subprocess.run(
+            ["git", "-C", str(self.repo), "cat-file", "--batch"],
+            input="".join(f"{i}\n" for i in ids).encode(),
+            capture_output=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise GitError(f"git cat-file --batch: {proc.stderr.decode(errors='replace').strip()}")
+        out, pos, texts = proc.stdout, 0, {}
+        for path in wanted:
+            header_end = out.index(b"\n", pos)
+            size = int(out[pos:header_end].split()[2])
+            texts[path] = out[header_end + 1 : header_end + 1 + size].decode()
+            pos = header_end + 1 + size + 1  # the content is followed by a newline
+        return texts
+
+
+def tree(repo: Path, rev: str | None) -> Tree:
     if rev is None:
-        return repo
-    listing = _nul_list(_git(repo, "ls-tree", "-r", "-z", "--name-only", rev, "--", STACKS_DIR, PLACEMENT))
-    for path in listing:
-        target = dest / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(_git(repo, "show", f"{rev}:{path}"))
-    return dest
+        files: dict[str, str | None] = {p.relative_to(repo).as_posix(): None for p in stack_files(repo / STACKS_DIR)}
+        if (repo / PLACEMENT).exists():
+            files[PLACEMENT] = None
+        return Tree(repo, None, files)
+    listing = _nul_list(_git(repo, "ls-tree", "-r", "-z", rev, "--", STACKS_DIR, PLACEMENT))
+    files = {}
+    for line in listing:
+        meta, path = line.split("\t", 1)
+        files[path] = meta.split()[2]
+    return Tree(repo, rev, files)
 
 
 # --- adapter over the placement resolver (edgefm.model.placement / edgefm.model.stacks) ---------------------------
@@ -128,33 +176,72 @@ class Resolution:
     placement_error: str | None = None
 
 
-def resolve_revision(root: Path) -> Resolution:
-    """Resolves each `site-*` stack file under `root` against `root/policies/placement.yaml`.
+class _Specs:
+    """Parsed site specs by file content, shared by both revisions: an unchanged file is parsed once."""
 
-    Only the site spec and the placement policy matter for the profile; credentials are not read, so a
-    site missing a secret still resolves (its own preview will report the secret).
-    """
+    def __init__(self) -> None:
+        self._by_text: dict[str, object] = {}
+
+    def get(self, text: str) -> object:
+        key = hashlib.sha256(text.encode()).hexdigest()
+        if key not in self._by_text:
+            self._by_text[key] = _parse_spec(text)
+        return self._by_text[key]
+
+
+def _parse_spec(text: str) -> object:
+    """The validated `edgefm:site` of a stack file's text, or the error text."""
+    import yaml
     from pydantic import ValidationError
 
     from edgefm.model.config import SiteSpec
-    from edgefm.model.placement import load_policy, resolve
-    from edgefm.model.problems import ConfigError
-    from edgefm.model.stacks import NAMESPACE, read_stack_file, stack_file
+    from edgefm.model.stacks import NAMESPACE
 
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster
     try:
-        policy = load_policy(root / PLACEMENT)
-    except ConfigError as exc:
+        doc = yaml.load(text, Loader=loader) or {}
+        item = (doc.get("config") or {}).get(f"{NAMESPACE}:site") if isinstance(doc, dict) else None
+        return SiteSpec.model_validate(item)
+    except (yaml.YAMLError, ValidationError, AttributeError) as exc:
+        return f"error: {exc}"
+
+
+def resolve_revision(at: Tree, specs: _Specs) -> Resolution:
+    """Resolves each `site-*` stack file at one revision against that revision's placement policy.
+
+    Only the site spec and the placement policy matter for the profile; credentials are not read, so a
+    site missing a secret still resolves (its own preview will report the secret). Sites that give the
+    resolver the same inputs (`resolution_inputs`) share one resolution.
+    """
+    from edgefm.model.config import SiteSpec
+    from edgefm.model.placement import parse_policy, resolution_inputs, resolve
+    from edgefm.model.problems import ConfigError
+
+    texts = at.read(sorted(at.files))
+    try:
+        import yaml
+
+        policy = parse_policy(yaml.load(texts.get(PLACEMENT, ""), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+    except (ConfigError, yaml.YAMLError) as exc:
         return Resolution({}, "", placement_error=str(exc))
     sites: dict[str, str] = {}
-    for stack in sorted(s for s in stacks_in(root) if is_site_stack(s)):
+    cache: dict[str, str] = {}
+    for path, text in texts.items():
+        stack = stack_of_repo_path(path)
+        if stack is None or not is_site_stack(stack):
+            continue
+        spec = specs.get(text)
+        if not isinstance(spec, SiteSpec):
+            sites[stack] = str(spec)
+            continue
+        key = resolution_inputs(spec)
+        if key in cache:
+            sites[stack] = cache[key]
+            continue
         try:
-            raw = read_stack_file(stack_file(root / STACKS_DIR, stack))
-            item = raw.get(f"{NAMESPACE}:site")
-            spec = SiteSpec.model_validate(item.value if item is not None else None)
-            profile = resolve(stack, spec, policy).profile
-            sites[stack] = profile.model_dump_json(by_alias=True)
-        except (ConfigError, ValidationError) as exc:
-            # An unresolvable site is compared by its error: a new or different error is a change.
+            sites[stack] = cache[key] = resolve(stack, spec, policy).profile.model_dump_json(by_alias=True)
+        except ConfigError as exc:
+            # An unresolvable site is compared by its error (which names the stack): not shared.
             sites[stack] = f"error: {exc}"
     return Resolution(sites, policy.hub.model_dump_json(by_alias=True))
 
@@ -181,50 +268,90 @@ class Affected:
 def affected_stacks(repo: Path, base: str, head: str | None = None) -> Affected:
     result = Affected()
     _git(repo, "rev-parse", "--show-toplevel")  # not a repository: an error, not "everything changed"
-    with tempfile.TemporaryDirectory(prefix="edgefm-affected-") as tmp:
-        head_root = _materialise(repo, head, Path(tmp) / "head")
-        current = stacks_in(head_root)
-        if _ZERO_SHA.match(base):
-            # A push that created the branch has no "before": everything is new.
+    head_tree = tree(repo, head)
+    current = head_tree.stacks
+    if _ZERO_SHA.match(base):
+        # A push that created the branch has no "before": everything is new.
+        for stack in current:
+            result.add(stack, f"no base revision ({base})")
+        return result
+    try:
+        base_rev = merge_base(repo, base, head)
+    except GitError as exc:
+        print(f"edgefm affected: {exc}; treating every stack as affected", file=sys.stderr)
+        for stack in current:
+            result.add(stack, f"base {base} not found")
+        return result
+    paths = changed_paths(repo, base_rev, head)
+    base_tree = tree(repo, base_rev)
+    shards = access_stack_names(current)
+
+    keys_before = _public_keys(base_tree, paths)
+    keys_now = _public_keys(head_tree, paths)
+    placement_changed = False
+    for path in paths:
+        touched = stack_of_repo_path(path)
+        if touched is not None:
+            if touched in current:
+                result.add(touched, f"{path} changed")
+            moved = (path in keys_before, keys_before.get(path)) != (path in keys_now, keys_now.get(path))
+            if is_site_stack(touched) and shards and moved:
+                # Its shard creates or deletes the site's access, or seals to a new key.
+                what = "added" if path not in keys_before else "removed" if path not in keys_now else "re-keyed"
+                result.add(access_stack_of(touched, len(shards)), f"{path} {what} (a site of this shard)")
+            elif touched == HUB_STACK:
+                for shard in shards:
+                    result.add(shard, f"{path} changed (the shards read the hub's spec)")
+        elif path == PLACEMENT:
+            placement_changed = True
+        elif _matches(path, NO_STACK):
+            continue
+        else:
+            why = "changed" if _matches(path, EVERY_STACK) else "changed (not known to be inert)"
             for stack in current:
-                result.add(stack, f"no base revision ({base})")
-            return result
-        try:
-            base_rev = merge_base(repo, base, head)
-        except GitError as exc:
-            print(f"edgefm affected: {exc}; treating every stack as affected", file=sys.stderr)
-            for stack in current:
-                result.add(stack, f"base {base} not found")
-            return result
-        paths = changed_paths(repo, base_rev, head)
-        base_root = _materialise(repo, base_rev, Path(tmp) / "base")
-        previous = stacks_in(base_root)
+                result.add(stack, f"{path} {why}")
 
-        placement_changed = False
-        for path in paths:
-            touched = stack_of_repo_path(path)
-            if touched is not None:
-                if touched in current:
-                    result.add(touched, f"{path} changed")
-            elif path == PLACEMENT:
-                placement_changed = True
-            elif _matches(path, NO_STACK):
-                continue
-            else:
-                why = "changed" if _matches(path, EVERY_STACK) else "changed (not known to be inert)"
-                for stack in current:
-                    result.add(stack, f"{path} {why}")
-
-        sites_before = {s for s in previous if is_site_stack(s)}
-        sites_now = {s for s in current if is_site_stack(s)}
-        if sites_before != sites_now and HUB_STACK in current:
-            delta = [f"+{s}" for s in sorted(sites_now - sites_before)]
-            delta += [f"-{s}" for s in sorted(sites_before - sites_now)]
-            result.add(HUB_STACK, f"the fleet's sites changed ({', '.join(delta)}): one registry identity per site")
-
-        if placement_changed:
-            _placement_effects(result, resolve_revision(base_root), resolve_revision(head_root), current)
+    if placement_changed:
+        specs = _Specs()
+        _placement_effects(result, resolve_revision(base_tree, specs), resolve_revision(head_tree, specs), current)
     return result
+
+
+# GitHub runs at most 256 jobs from one matrix; fewer, fuller jobs also spend less time on setup.
+MAX_MATRIX_JOBS: Final = 256
+
+
+def batches(stacks: list[str], jobs: int) -> list[list[str]]:
+    """`stacks` in at most `jobs` batches of near-equal size, in order (hub-side stacks sort first)."""
+    if jobs < 1:
+        raise ValueError(f"--batches must be at least 1, got {jobs}")
+    if not stacks:
+        return []
+    count = min(jobs, len(stacks))
+    size, extra = divmod(len(stacks), count)
+    out, start = [], 0
+    for i in range(count):
+        end = start + size + (1 if i < extra else 0)
+        out.append(stacks[start:end])
+        start = end
+    return out
+
+
+def _public_keys(at: Tree, paths: Iterable[str]) -> dict[str, object]:
+    """`edgefm:sitePublicKey` of each changed site file present at this revision (None if it has none)."""
+    import yaml
+
+    from edgefm.model.stacks import NAMESPACE
+
+    wanted = [p for p in paths if (s := stack_of_repo_path(p)) is not None and is_site_stack(s) and p in at.files]
+    keys: dict[str, object] = {}
+    for path, text in at.read(wanted).items():
+        try:
+            doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            keys[path] = ((doc or {}).get("config") or {}).get(f"{NAMESPACE}:sitePublicKey")
+        except (yaml.YAMLError, AttributeError):
+            keys[path] = f"unreadable: {text!r}"
+    return keys
 
 
 def _placement_effects(result: Affected, before: Resolution, after: Resolution, current: set[str]) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from edgefm.model.placement import load_policy
-from edgefm.model.stacks import HUB_STACK, STACKS_DIR, resolve_site_file, stack_file
+from edgefm.model.stacks import STACKS_DIR, is_site_stack, resolve_site_file, stack_file
 from edgefm.ops.fleet import StackRun
 
 UNLABELLED = "unlabelled"
@@ -59,7 +59,7 @@ def site_labels(root: Path, stacks: Sequence[str]) -> dict[str, dict[str, str]]:
     policy = load_policy(root / "policies" / "placement.yaml")
     out: dict[str, dict[str, str]] = {}
     for stack in stacks:
-        if stack == HUB_STACK:
+        if not is_site_stack(stack):
             continue
         resolved = resolve_site_file(stack_file(root / STACKS_DIR, stack), policy, env={})
         out[stack] = dict(resolved.site.labels)

@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from edgefm.model.stacks import HUB_STACK
+from edgefm.model.stacks import HUB_STACK, access_stack_names
 
 CANARY = "canary"
 UNLABELLED = "unlabelled"
@@ -175,23 +175,31 @@ def _order(value: str) -> tuple[int, float, str]:
     return (0, float(value), value) if value.replace(".", "", 1).isdigit() else (1, 0.0, value)
 
 
+ACCESS_GROUP = "access shards"
+
+
 def plan_groups(
     strategy: RolloutStrategy, stacks: Sequence[str], labels: Mapping[str, Mapping[str, str]]
 ) -> list[Group]:
-    """The hub alone first where it is part of the rollout (sites read its outputs), then the canary, then the
-    other sites grouped by `groupBy`. Every canary stack must be one of `stacks`."""
+    """The hub side first where it is part of the rollout (sites read its outputs): the hub alone, then its access
+    shards; then the canary, then the other sites grouped by `groupBy`. Every canary stack must be one of
+    `stacks`."""
     missing = sorted(set(strategy.canary) - set(stacks))
     if missing:
         raise StrategyError(f"canary stacks not in the fleet: {', '.join(missing)}")
     groups: list[Group] = []
     if HUB_STACK in stacks:
         groups.append(Group(HUB_STACK, (HUB_STACK,)))
-    canary = [s for s in strategy.canary if s != HUB_STACK]
+    shards = access_stack_names(stacks)
+    if shards:
+        groups.append(Group(ACCESS_GROUP, tuple(shards)))
+    hub_side = {HUB_STACK, *shards}
+    canary = [s for s in strategy.canary if s not in hub_side]
     if canary:
         groups.append(Group(CANARY, tuple(canary)))
     by_value: dict[str, list[str]] = {}
     for stack in stacks:
-        if stack == HUB_STACK or stack in strategy.canary:
+        if stack in hub_side or stack in strategy.canary:
             continue
         value = labels.get(stack, {}).get(strategy.group_by, UNLABELLED)
         by_value.setdefault(value, []).append(stack)

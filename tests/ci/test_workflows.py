@@ -69,11 +69,11 @@ def test_permissions_are_minimal() -> None:
     assert doc["permissions"] == {"contents": "read"}
     for name, job in doc["jobs"].items():
         extra = job.get("permissions", {})
-        if name == "preview":
+        if name == "summary":
             assert extra == {"contents": "read", "pull-requests": "write"}
         else:
             assert extra == {}, f"job {name} widens permissions"
-    for job in ("test", "affected", "preview"):
+    for job in ("test", "affected", "preview", "summary"):
         checkout = next(s for s in steps(job) if s.get("uses", "").startswith("actions/checkout@"))
         assert checkout["with"]["persist-credentials"] is False
 
@@ -84,33 +84,51 @@ def test_test_job_runs_make_test_with_go_for_actionlint() -> None:
     assert any(s.get("uses", "").startswith("actions/setup-go@") for s in steps("test"))
 
 
-def test_affected_feeds_the_preview_matrix() -> None:
+def test_affected_feeds_batches_to_the_preview_matrix() -> None:
     doc = load()
     affected = doc["jobs"]["affected"]
     step = next(s for s in affected["steps"] if s.get("id") == "affected")
     assert step["env"]["BASE"] == "${{ github.event.pull_request.base.sha || github.event.before }}"
-    assert 'edgefm affected --base "$BASE" --json' in step["run"]
+    assert 'edgefm affected --base "$BASE" --json --explain --batches "$PREVIEW_JOBS"' in step["run"]
+    # Past GitHub's 256-job matrix limit only by batching: the job count is capped below it.
+    assert int(doc["env"]["PREVIEW_JOBS"]) <= 256
     checkout = affected["steps"][0]
     assert checkout["with"]["fetch-depth"] == 0
-    assert affected["outputs"]["stacks"] == "${{ steps.affected.outputs.stacks }}"
+    assert affected["outputs"]["batches"] == "${{ steps.affected.outputs.batches }}"
     preview = doc["jobs"]["preview"]
-    assert preview["strategy"]["matrix"]["stack"] == "${{ fromJSON(needs.affected.outputs.stacks) }}"
+    assert preview["strategy"]["matrix"]["include"] == "${{ fromJSON(needs.affected.outputs.batches) }}"
     assert preview["strategy"]["fail-fast"] is False
-    assert "needs.affected.outputs.stacks != '[]'" in preview["if"]
+    assert "needs.affected.outputs.batches != '[]'" in preview["if"]
     assert set(preview["needs"]) == {"test", "affected"}
 
 
-def test_preview_uses_the_pack_and_comments_per_stack() -> None:
-    action = next(s for s in steps("preview") if s.get("with", {}).get("command") == "preview")
-    assert action["uses"].startswith("pulumi/actions@")
-    inputs = action["with"]
-    assert inputs["stack-name"] == "${{ matrix.stack }}"
-    assert inputs["comment-on-pr"] is True
+def test_preview_runs_every_stack_of_its_batch_with_the_pack() -> None:
+    step = next(s for s in steps("preview") if "pulumi preview" in s.get("run", ""))
+    assert step["env"]["STACKS"] == "${{ matrix.stacks }}"
+    assert "for stack in $STACKS; do" in step["run"]
+    pack = re.search(r"--policy-pack (\S+)", step["run"])
     # The pack's executable analyzer, beside its PulumiPolicy.yaml.
-    analyzer = ROOT / inputs["policyPacks"]
+    assert pack is not None
+    analyzer = ROOT / pack.group(1)
     assert analyzer.is_file() and os.access(analyzer, os.X_OK)
     assert (analyzer.parent / "PulumiPolicy.yaml").is_file()
-    assert inputs["cloud-url"] == "${{ secrets.PULUMI_BACKEND_URL }}"
+    assert "--json" in step["run"] and 'exit "$failed"' in step["run"]
+    upload = next(s for s in steps("preview") if s.get("uses", "").startswith("actions/upload-artifact@"))
+    assert upload["if"] == "always()" and upload["with"]["name"] == "preview-${{ matrix.batch }}"
+
+
+def test_one_summary_comment_for_the_whole_change() -> None:
+    doc = load()
+    summary = doc["jobs"]["summary"]
+    assert set(summary["needs"]) == {"affected", "preview"}
+    assert summary["if"].startswith("always()") and "pull_request" in summary["if"]
+    download = next(s for s in summary["steps"] if s.get("uses", "").startswith("actions/download-artifact@"))
+    assert download["with"] == {"pattern": "preview-*", "merge-multiple": True, "path": "previews"}
+    post = summary["steps"][-1]["run"]
+    assert "python -m edgefm.ops.preview_summary previews" in post
+    assert post.count("gh pr comment") == 2 and "--edit-last" in post
+    # No job comments per stack any more.
+    assert "comment-on-pr" not in WORKFLOW.read_text()
 
 
 def test_credentials_come_from_repository_secrets() -> None:

@@ -55,6 +55,9 @@ def env(engine: Manifest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     fleet = Fleet(project, options, render_root=out)
     hub = fleet.up("hub")
     assert hub.changes.get("create", 0) > 0
+    # The access shards hold the sites' hub-side access and their sealed credentials.
+    for shard in ("hub-access-000", "hub-access-001"):
+        assert fleet.up(shard).changes.get("create", 0) > 0
     yield Env(project, state, out, fleet)
 
 

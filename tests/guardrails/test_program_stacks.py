@@ -39,11 +39,21 @@ def site_stack(name: str) -> list[Resource]:
 
 def hub_stack(flavor: str) -> list[Resource]:
     hub = yaml.safe_load((STACKS / "Pulumi.hub.yaml").read_text())["config"]["edgefm:hub"]
-    run = harness.run_hub_file(STACKS / "Pulumi.hub.yaml", SITES, overrides={"edgefm:hub": {**hub, "flavor": flavor}})
+    run = harness.run_hub_file(STACKS / "Pulumi.hub.yaml", overrides={"edgefm:hub": {**hub, "flavor": flavor}})
+    return resources_of(run)
+
+
+def access_stack(flavor: str) -> list[Resource]:
+    """An access shard serving every sample site (the site identities live here)."""
+    hub = yaml.safe_load((STACKS / "Pulumi.hub.yaml").read_text())["config"]["edgefm:hub"]
+    keys = {s: harness.fixed_site_keys(s).public_key for s in SITES}
+    run = harness.run_access(STACKS / "Pulumi.hub.yaml", keys, overrides={"edgefm:hub": {**hub, "flavor": flavor}})
     return resources_of(run)
 
 
 def stack_resources(stack: str) -> list[Resource]:
+    if stack.startswith("access-"):
+        return access_stack(stack.removeprefix("access-"))
     return (
         hub_stack(stack.removeprefix("hub-")) if stack.startswith("hub-") else site_stack(stack.removeprefix("site-"))
     )
@@ -53,7 +63,7 @@ def show(found: dict[str, list[Violation]]) -> str:
     return "\n".join(f"{policy}: {v.message}" for policy, vs in found.items() for v in vs)
 
 
-STACK_IDS = [f"site-{s}" for s in SITES] + ["hub-datacenter", "hub-aws"]
+STACK_IDS = [f"site-{s}" for s in SITES] + ["hub-datacenter", "hub-aws", "access-datacenter", "access-aws"]
 
 
 @pytest.mark.parametrize("stack", STACK_IDS)

@@ -22,7 +22,12 @@ def _run(env: dict[str, str]) -> Run:
     parsed, resolved = site_from_file(STACKS / f"Pulumi.{SITE}.yaml", env)
 
     def program() -> None:
-        build_site(parsed, resolved, pulumi.StackReference("organization/edgefm/hub"))
+        build_site(
+            parsed,
+            resolved,
+            pulumi.StackReference("organization/edgefm/hub"),
+            pulumi.StackReference("organization/edgefm/hub-access-000"),
+        )
 
     return run_program(program, parsed.stack)
 
