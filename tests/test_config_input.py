@@ -183,14 +183,15 @@ def test_a_site_whose_buckets_would_shadow_the_registry(tmp_path: Path) -> None:
     hub = yaml.safe_load(HUB_FILE.read_text())
     hub["config"]["edgefm:hub"]["registry"]["bucket"] = "bridge-north-models"
     (tmp_path / HUB_FILE.name).write_text(yaml.safe_dump(hub))
-    paths = [tmp_path / HUB_FILE.name, SITE_FILE]
+    shards = sorted(HUB_FILE.parent.glob("Pulumi.hub-access-*.yaml"))  # a hub with sites needs its shards
+    paths = [tmp_path / HUB_FILE.name, SITE_FILE, *shards]
     report = check_fleet(paths, POLICY, env={})
     assert [str(p) for p in report.problems] == [
         "site-bridge-north: edgefm:site.name: site name 'bridge-north' is reserved by the hub: its registry bucket "
         "bridge-north-models begins with it, and this site's buckets (bridge-north-models, ...) would be taken "
         "for the registry"
     ]
-    assert check_fleet([HUB_FILE, SITE_FILE], POLICY, env={}).problems == []
+    assert check_fleet([HUB_FILE, SITE_FILE, *shards], POLICY, env={}).problems == []
 
 
 # --- exact keys, words and counts ------------------------------------------------------------------------

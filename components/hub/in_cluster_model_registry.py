@@ -16,7 +16,7 @@ import pulumi_kubernetes as k8s
 
 from components.hub.site_credential import SITE_ACCESS_LABEL, derive_secret, site_read_statements
 from components.k8s.addons import helm_chart
-from components.k8s.kube import ingress_rule, meta
+from components.k8s.kube import container_security, ingress_rule, meta, pod_security
 from edgefm.model.profile import ChartRef
 from edgefm.model.stacks import HUB_STACK
 
@@ -200,9 +200,7 @@ class InClusterModelRegistry(pulumi.ComponentResource):
         )
         env = k8s.core.v1.EnvVarArgs
         root_ref = k8s.core.v1.SecretKeySelectorArgs
-        hardened = k8s.core.v1.SecurityContextArgs(
-            run_as_non_root=True, run_as_user=1000, allow_privilege_escalation=False, read_only_root_filesystem=True
-        )
+        hardened = container_security(read_only_root=True)
         work = k8s.core.v1.VolumeMountArgs(name="work", mount_path="/work")
         small = k8s.core.v1.ResourceRequirementsArgs(
             requests={"cpu": "50m", "memory": "64Mi"}, limits={"cpu": "500m", "memory": "256Mi"}
@@ -210,6 +208,8 @@ class InClusterModelRegistry(pulumi.ComponentResource):
         pod = k8s.core.v1.PodSpecArgs(
             service_account_name="registry-site-users",
             restart_policy="Never",
+            # Pod Security `restricted`; 65534 (nobody) as for the site's other mc and kubectl pods.
+            security_context=pod_security(65534),
             volumes=[
                 # The decoded keys live in memory only, for the life of the pod.
                 k8s.core.v1.VolumeArgs(name="work", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(medium="Memory")),

@@ -421,10 +421,14 @@ def parse_access(stack: str, raw: RawConfig, env: Mapping[str, str] | None = Non
     seed = _secret(raw, "credentialSeed", stack, problems)
     render_dir = _render_dir(raw, stack, problems, env)
     hub_stack = _plain_str(raw, "hubStack", stack, problems) or DEFAULT_HUB_STACK
-    if render_dir is None and f"{NAMESPACE}:kubeconfig" not in raw:
+    # A shard's objects live on the hub's cluster: in the fleet lab, the hub's lab cluster.
+    lab = _lab_kubeconfig(HUB_STACK, problems, env)
+    if render_dir is None and lab is None and f"{NAMESPACE}:kubeconfig" not in raw:
         problems.append(Problem(stack, f"{NAMESPACE}:kubeconfig", "required to reach the hub cluster"))
     if problems:
         raise ConfigError(problems)
+    if lab is not None:
+        return AccessStack(stack, access_index(stack), None, hub_stack, lab, seed)
     return AccessStack(stack, access_index(stack), render_dir, hub_stack, kubeconfig, seed)
 
 

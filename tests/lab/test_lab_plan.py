@@ -28,7 +28,8 @@ def _checkout(tmp_path: Path) -> Path:
 def test_one_cluster_per_stack_with_the_sites_nodes() -> None:
     plans = {p.stack: p for p in Lab(ROOT).plan()}
     stacks = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in (ROOT / "stacks").glob("*.yaml"))
-    assert sorted(plans) == stacks
+    # The hub's access shards live on the hub's cluster.
+    assert sorted(plans) == [s for s in stacks if not s.startswith("hub-access-")]
 
     north = plans["site-bridge-north"]
     assert [n.name for n in north.nodes] == ["n1", "n2", "n3"]

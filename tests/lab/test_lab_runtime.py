@@ -32,7 +32,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     root = tmp_path_factory.mktemp("lab-runtime")
     shutil.copytree(ROOT / "policies", root / "policies")
     (root / "stacks").mkdir()
-    for stack in ("hub", SITE):
+    for stack in ("hub", "hub-access-000", "hub-access-001", SITE):  # a hub with sites has its access shards
         shutil.copy2(ROOT / "stacks" / f"Pulumi.{stack}.yaml", root / "stacks")
     lab = Lab(root, root / "lab")
     lab.up()

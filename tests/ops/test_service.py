@@ -30,7 +30,7 @@ def test_start_rollout_queues_the_controller_and_returns_at_once(service: FleetS
     rollout_id = service.start_rollout(strategy, "ana")
     view = service.rollout(rollout_id)
     assert view is not None and view.state == "queued" and view.actor == "ana"
-    assert [g.name for g in view.groups] == ["hub", "canary", "wave=1", "wave=2", "wave=3"]
+    assert [g.name for g in view.groups] == ["hub", "access shards", "canary", "wave=1", "wave=2", "wave=3"]
     assert view.strategy == strategy.model_copy(update={})
     with service.journal.engine.connect() as conn:
         jobs = conn.execute(text("SELECT task_name, lock, queueing_lock, status FROM procrastinate_jobs")).all()
@@ -54,7 +54,7 @@ def test_approval_is_refused_to_the_starter_and_recorded(service: FleetService) 
         service.approve(rollout_id, "ben")
     log = service.audit_log(10)
     assert [(e.actor, e.action, e.result) for e in reversed(log)] == [
-        ("ana", "rollout.start", "queued: 5 stack(s), 5 group(s)"),
+        ("ana", "rollout.start", "queued: 7 stack(s), 6 group(s)"),
         ("ana", "rollout.approve", f"refused: ana started rollout {rollout_id} and cannot approve it"),
         ("ben", "rollout.approve", "approved group wave=2"),
         ("ben", "rollout.approve", f"refused: no group of rollout {rollout_id} waits for an approval"),

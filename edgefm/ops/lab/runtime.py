@@ -37,7 +37,7 @@ import yaml
 
 from edgefm.model.placement import PLACEMENT_FILE, load_policy
 from edgefm.model.problems import ConfigError
-from edgefm.model.stacks import HUB_STACK, check_fleet, lab_kubeconfig_path, site_stack_files, stack_file
+from edgefm.model.stacks import HUB_STACK, STACKS_DIR, check_fleet, lab_kubeconfig_path, stack_files
 from edgefm.ops.lab import pki
 from edgefm.ops.lab.kubeapi import Credentials, KubeApi, KubeApiError
 from edgefm.ops.lab.nodes import CONTROLLER_STAGES, GPU_RESOURCE, ClusterPlan, hub_plan, site_plan
@@ -257,11 +257,11 @@ class Lab:
     # -------------------------------------------------------------------------------------------- plan
 
     def plan(self) -> list[ClusterPlan]:
-        """One cluster per stack file: the hub (if present) and every site, validated as the program would."""
-        stacks = self.root / "stacks"
+        """One cluster for the hub (if present) and one for every site, the stack files validated as the program
+        would. The hub's access shards get none: their objects live on the hub's cluster."""
+        stacks = self.root / STACKS_DIR
         policy = load_policy(self.root / PLACEMENT_FILE)
-        hub_file = stack_file(stacks, HUB_STACK)
-        paths = site_stack_files(stacks) + ([hub_file] if hub_file.exists() else [])
+        paths = stack_files(stacks)
         if not paths:
             raise LabError(f"{stacks} has no stack files: nothing to run")
         # Validated like a real run (no render root, no lab): bad stack files stop the lab with their problems.
