@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from edgefm.model.stacks import HUB_STACK, access_stack_names
 from edgefm.ops.engine import Manifest, workspace_options
 from edgefm.ops.fleet import Fleet
 from edgefm.ops.service import FleetService
@@ -66,7 +67,9 @@ def cluster(engine: Manifest, postgres: str, tmp_path_factory: pytest.TempPathFa
     (project / ".venv").symlink_to(ROOT / ".venv")
     state.mkdir()
     options = functools.partial(workspace_options, manifest=engine, backend_url=state.as_uri())
-    Fleet(project, options, render_root=out, policy_packs=[]).up("hub")
+    fleet = Fleet(project, options, render_root=out, policy_packs=[])
+    for hub_side in [HUB_STACK, *access_stack_names(fleet.stacks())]:  # sites read the hub's and their shard's
+        fleet.up(hub_side)
     url = _database(postgres)
     service = FleetService(url, project, render_root=out, backend_url=state.as_uri())
     workers, logs = [], []

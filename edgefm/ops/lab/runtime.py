@@ -37,7 +37,14 @@ import yaml
 
 from edgefm.model.placement import PLACEMENT_FILE, load_policy
 from edgefm.model.problems import ConfigError
-from edgefm.model.stacks import HUB_STACK, STACKS_DIR, check_fleet, lab_kubeconfig_path, stack_files
+from edgefm.model.stacks import (
+    HUB_STACK,
+    STACKS_DIR,
+    check_fleet,
+    is_access_stack,
+    lab_kubeconfig_path,
+    stack_files,
+)
 from edgefm.ops.lab import pki
 from edgefm.ops.lab.kubeapi import Credentials, KubeApi, KubeApiError
 from edgefm.ops.lab.nodes import CONTROLLER_STAGES, GPU_RESOURCE, ClusterPlan, hub_plan, site_plan
@@ -622,7 +629,10 @@ class Lab:
 
     def unschedulable(self, stack: str, settle: float = 15.0) -> list[str]:
         """Pods of the stack's cluster the scheduler cannot place, with its reason, once scheduling has settled:
-        every Job has started a pod and no Pending pod is still waiting for its first scheduling attempt."""
+        every Job has started a pod and no Pending pod is still waiting for its first scheduling attempt. An
+        access shard has no cluster of its own (its objects are on the hub's) and runs no pods."""
+        if is_access_stack(stack):
+            return []
         state = self.cluster(stack)
         if "apiserver" not in state.ports:
             raise LabError(f"{stack}: the lab has no cluster for this stack: run `edgefm lab up`")
