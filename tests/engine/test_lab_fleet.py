@@ -91,6 +91,8 @@ def _k8s_objects(resources: list[dict[str, Any]]) -> list[tuple[str, str, str | 
     for r in resources:
         if not r.get("custom") or not r["type"].startswith("kubernetes:"):
             continue
+        if r["type"].endswith("Patch"):
+            continue  # a patch sets fields on an object edgefm does not own (a GPU node's MIG layout label)
         outputs = r.get("outputs") or {}
         meta = outputs.get("metadata") or {}
         out.append((outputs["apiVersion"], outputs["kind"], meta.get("namespace"), meta["name"]))
@@ -170,6 +172,16 @@ def test_every_object_is_live_with_the_required_labels(env: Env, applied: Applie
     assert {"HelmChart", "Certificate", "ClusterIssuer"} <= site_kinds
     if "site-harbor-ocp" in applied.runs:
         assert {"Subscription", "OperatorGroup", "ClusterPolicy", "ObjectBucketClaim"} <= site_kinds
+        # The MIG layout reached every GPU node as its label (the ClusterPolicy's default stays all-disabled).
+        api = env.api("site-harbor-ocp")
+        try:
+            layouts = {
+                n["metadata"]["name"]: (n["metadata"].get("labels") or {}).get("nvidia.com/mig.config")
+                for n in api.items("api/v1/nodes")
+            }
+        finally:
+            api.close()
+        assert layouts == {"ocp-a": "all-1g.10gb", "ocp-b": "all-1g.10gb", "ocp-c": "all-1g.10gb"}, layouts
 
 
 def test_triton_is_available_on_gpu_nodes(env: Env, applied: Applied) -> None:
