@@ -314,33 +314,23 @@ def abort(rollout_id: RolloutId, database: Database = None, actor: Actor = "", r
 
 @rollout_app.command("approve")
 def approve_group(rollout_id: RolloutId, database: Database = None, actor: Actor = "", root: Root = Path(".")) -> None:
-    """Approve the group that waits (never by the rollout's own starter)."""
+    """Approve the group that waits (never by the rollout's own starter, never a group approved already)."""
+    from edgefm.ops.approval import approve
+
     journal = _journal(database, root)
-    run = journal.run(rollout_id)
     who = _actor(actor)
-    if run is None or run.kind != "rollout":
-        err.print(f"no rollout {rollout_id!r} in {journal.url}")
-        raise typer.Exit(2)
-    if who == run.actor:
-        journal.audit(who, "rollout.approve", rollout_id, "refused: the starter cannot approve")
-        err.print(f"{who} started rollout {rollout_id} and cannot approve it")
-        raise typer.Exit(2)
-    strategy = RolloutStrategy.model_validate(run.strategy)
-    waiting = next(
-        (
-            g
-            for g in journal.groups(rollout_id)
-            if g.state == "waiting-approval"
-            or (g.state == "queued" and strategy.needs_approval(g.name) and not g.approved_by)
-        ),
-        None,
-    )
-    if waiting is None:
-        err.print(f"no group of rollout {rollout_id} waits for an approval")
-        raise typer.Exit(2)
-    journal.approve_group(rollout_id, waiting.position, who)
-    journal.audit(who, "rollout.approve", rollout_id, f"approved group {waiting.name}")
-    out.print(f"rollout {rollout_id}: group {waiting.name} approved by {who}")
+    try:
+        group = approve(journal, rollout_id, who)
+    except LookupError:
+        journal.audit(who, "rollout.approve", rollout_id, "refused: no such rollout")
+        err.print(f"no rollout {rollout_id!r} in {journal.url}", markup=False)
+        raise typer.Exit(2) from None
+    except (PermissionError, ValueError) as exc:
+        journal.audit(who, "rollout.approve", rollout_id, f"refused: {exc}")
+        err.print(str(exc), markup=False)
+        raise typer.Exit(2) from None
+    journal.audit(who, "rollout.approve", rollout_id, f"approved group {group}")
+    out.print(f"rollout {rollout_id}: group {group} approved by {who}", markup=False)
 
 
 @rollout_app.command("status")

@@ -122,6 +122,8 @@ class Tree:
     repo: Path
     rev: str | None
     files: Mapping[str, str | None]
+    # Texts that stand in for files of the working tree (an edit not written yet).
+    overlay: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def stacks(self) -> set[str]:
@@ -131,7 +133,7 @@ class Tree:
         """The text of `paths`, from the working tree or with one `git cat-file --batch` for all of them."""
         wanted = [p for p in paths if p in self.files]
         if self.rev is None:
-            return {p: (self.repo / p).read_text() for p in wanted}
+            return {p: self.overlay[p] if p in self.overlay else (self.repo / p).read_text() for p in wanted}
         ids = [self.files[p] or "" for p in wanted]
         proc = subprocess.run(
             ["git", "-C", str(self.repo), "cat-file", "--batch"],
@@ -314,6 +316,26 @@ def affected_stacks(repo: Path, base: str, head: str | None = None) -> Affected:
     if placement_changed:
         specs = _Specs()
         _placement_effects(result, resolve_revision(base_tree, specs), resolve_revision(head_tree, specs), current)
+    return result
+
+
+class EditError(ValueError):
+    """The edited placement policy does not load; the message says why."""
+
+
+def affected_by_placement(repo: Path, text: str) -> Affected:
+    """The stacks an edit of the placement policy not written yet would touch: the working tree resolved as it
+    is and with `text` in place of `policies/placement.yaml` (the rule `affected_stacks` applies to a commit)."""
+    now = tree(repo, None)
+    if PLACEMENT not in now.files:
+        raise EditError(f"{PLACEMENT} is not in {repo}")
+    edited = Tree(repo, None, now.files, {PLACEMENT: text})
+    specs = _Specs()
+    after = resolve_revision(edited, specs)
+    if after.placement_error is not None:
+        raise EditError(f"the edited {PLACEMENT} does not load: {after.placement_error}".splitlines()[0])
+    result = Affected()
+    _placement_effects(result, resolve_revision(now, specs), after, now.stacks)
     return result
 
 

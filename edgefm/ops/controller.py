@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from edgefm.ops.journal import (
     ABORTED,
+    DRIFT_OPERATIONS,
     FAILED,
     PAUSED,
     QUEUED,
@@ -72,6 +73,8 @@ class SiteOutcome:
     health_seconds: float | None = None
     worker: str = ""
     drift: list[dict[str, Any]] = field(default_factory=list)
+    # The stack's outputs after an update (secret outputs masked); None when the operation updated nothing.
+    outputs: dict[str, Any] | None = None
     # In the fleet lab: pods the update left that no node can run, with the scheduler's reason.
     unschedulable: list[str] = field(default_factory=list)
 
@@ -112,6 +115,9 @@ def site_outcome_rows(task: SiteTask, outcome: SiteOutcome, batch: Batch) -> Non
             "changes": outcome.changes,
             "error": outcome.error,
             "worker": outcome.worker,
+            # Engine values: redacted again, whatever the worker already masked.
+            "drift": redact(outcome.drift) if task.operation in DRIFT_OPERATIONS and outcome.ok else None,
+            "outputs": redact(outcome.outputs) if outcome.outputs is not None else None,
         }
     )
     if outcome.preview_seconds is not None:

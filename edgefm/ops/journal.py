@@ -6,7 +6,8 @@ Tables:
   state its operators asked for (`desired`: running, paused, aborted), and the last event sequence number.
 - `rollout_groups`: a rollout's groups in order, with their state, approval and soak.
 - `site_runs`: one operation on one stack: operation, state, phase reached, attempt, actor, worker, timings
-  (queued, started, finished; preview, update and health seconds), change counts and the error.
+  (queued, started, finished; preview, update and health seconds), change counts and the error; what a drift
+  check found, and the stack's outputs after an update (secret outputs masked).
 - `previews`: the planned steps of a site run's preview (URN, operation, changed keys).
 - `events`: what happened, per run with a gapless sequence number (`seq` from 1), so a reader can stream them
   and resume after the last `seq` it saw. Event data is redacted before it is stored.
@@ -41,10 +42,15 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    and_,
+    case,
     create_engine,
     event,
+    func,
     insert,
+    or_,
     select,
+    update,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -55,6 +61,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 RUNNING, PAUSED, ABORTED = "running", "paused", "aborted"
 QUEUED, WAITING_APPROVAL, SUCCEEDED, FAILED = "queued", "waiting-approval", "succeeded", "failed"
 FINAL = frozenset({SUCCEEDED, FAILED, ABORTED})
+# Operations whose preview the guardrails judged (a site's "last preview"), and those that check for drift.
+PREVIEW_OPERATIONS = ("preview", "update", "check")
+DRIFT_OPERATIONS = ("drift", "reconcile")
 
 
 class Base(DeclarativeBase):
@@ -113,7 +122,11 @@ class SiteRunRow(Base):
     health_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     changes: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    __table_args__ = (Index("ix_site_runs_stack", "stack"), Index("ix_site_runs_run", "run_id"))
+    # A drift check's drifted resources (urn, type, op, keys); the stack's outputs after an update (secret
+    # values masked, see `public_outputs`). NULL where the operation has none to report.
+    drift: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    __table_args__ = (Index("ix_site_runs_stack_queued", "stack", "queued_at"), Index("ix_site_runs_run", "run_id"))
 
 
 class PreviewRow(Base):
@@ -174,6 +187,28 @@ class Event:
     stack: str | None
     message: str
     data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SiteSummary:
+    """What a fleet overview shows of one stack, read for every stack at once (`Journal.site_summaries`).
+
+    `last_run`: its newest operation. `last_preview`: its newest operation with a judged preview (preview,
+    update, check), whose guardrail findings are `advisories`. `drift_check`: its newest successful drift
+    check or reconcile; `drift` is what that check found (a reconcile put everything back: none)."""
+
+    stack: str
+    last_run: SiteRunRow | None = None
+    last_preview: SiteRunRow | None = None
+    advisories: tuple[str, ...] = ()
+    drift_check: SiteRunRow | None = None
+
+    @property
+    def drift(self) -> list[dict[str, Any]]:
+        check = self.drift_check
+        if check is None or check.operation != "drift":
+            return []
+        return list(check.drift or [])
 
 
 @dataclass(frozen=True)
@@ -250,7 +285,9 @@ class Batch:
         )
 
 
-_JSON_COLUMNS = frozenset({"stacks", "strategy", "changes", "steps", "advisories", "data", "context"})
+_JSON_COLUMNS = frozenset(
+    {"stacks", "strategy", "changes", "steps", "advisories", "data", "context", "drift", "outputs"}
+)
 
 
 def _dumps(value: Any) -> str:
@@ -474,14 +511,34 @@ class Journal:
         batch.event(run_id, f"rollout.{desired}-requested", f"{desired} requested by {actor}", data={"actor": actor})
         self.write(batch)
 
-    def approve_group(self, run_id: str, position: int, actor: str) -> None:
-        batch = Batch(
-            group_updates=[
-                {"k_run_id": run_id, "k_position": position, "approved_by": actor, "approved_at": time.time()}
-            ]
-        )
-        batch.event(run_id, "group.approved", f"group {position} approved by {actor}", data={"actor": actor})
-        self.write(batch)
+    def approve_group(self, run_id: str, position: int, actor: str) -> str | None:
+        """Records `actor`'s approval of the group unless it has one already; returns None when this call
+        approved it, else who had. The conditional UPDATE decides: of two approvals at once, exactly one finds
+        the group unapproved (PostgreSQL re-reads the row the first one locked; SQLite serialises writers)."""
+        groups = GroupRow.__table__
+        with self.engine.begin() as conn:
+            won = conn.execute(
+                update(GroupRow)
+                .where(groups.c.run_id == run_id, groups.c.position == position, groups.c.approved_by.is_(None))
+                .values(approved_by=actor, approved_at=time.time())
+            ).rowcount
+            if not won:
+                found = conn.execute(
+                    select(groups.c.approved_by).where(groups.c.run_id == run_id, groups.c.position == position)
+                ).scalar_one_or_none()
+                return str(found or "someone")
+            name = conn.execute(
+                select(groups.c.name).where(groups.c.run_id == run_id, groups.c.position == position)
+            ).scalar_one()
+            batch = Batch()
+            batch.event(run_id, "group.approved", f"group {name} approved by {actor}", data={"actor": actor})
+            # The approval and its event commit together, on this transaction's connection.
+            cursor = conn.connection.cursor()
+            try:
+                self._write(cursor, batch)
+            finally:
+                cursor.close()
+        return None
 
     def audit(self, actor: str, action: str, target: str, result: str) -> None:
         with self.engine.begin() as conn:
@@ -518,6 +575,59 @@ class Journal:
             query = query.where(SiteRunRow.stack == stack)
         with self.engine.connect() as conn:
             return [SiteRunRow(**r) for r in conn.execute(query).mappings()]
+
+    def site_summaries(self, stacks: Sequence[str] | None = None) -> dict[str, SiteSummary]:
+        """Every stack's newest run, newest judged preview (with its findings) and newest drift check, in one
+        query: each site run is ranked within its stack overall and within its kind (window functions, which
+        PostgreSQL and SQLite both have), and only the first of each is read back."""
+        site, preview = SiteRunRow.__table__, PreviewRow.__table__
+        kind = case(
+            (and_(site.c.operation.in_(DRIFT_OPERATIONS), site.c.state == SUCCEEDED), "drift"),
+            (and_(site.c.operation.in_(PREVIEW_OPERATIONS), preview.c.site_run_id.is_not(None)), "preview"),
+            else_="other",
+        )
+        newest = (site.c.queued_at.desc(), site.c.id.desc())
+        ranked = select(
+            site.c.id,
+            kind.label("kind"),
+            func.row_number().over(partition_by=site.c.stack, order_by=newest).label("rank_all"),
+            func.row_number().over(partition_by=(site.c.stack, kind), order_by=newest).label("rank_kind"),
+        ).select_from(site.outerjoin(preview, preview.c.site_run_id == site.c.id))
+        if stacks is not None:
+            ranked = ranked.where(site.c.stack.in_(list(stacks)))
+        top = ranked.subquery("ranked")
+        query = (
+            select(top.c.kind, top.c.rank_all, top.c.rank_kind, site, preview.c.advisories)
+            .select_from(top.join(site, site.c.id == top.c.id).outerjoin(preview, preview.c.site_run_id == top.c.id))
+            .where(or_(top.c.rank_all == 1, and_(top.c.rank_kind == 1, top.c.kind != "other")))
+        )
+        found: dict[str, dict[str, Any]] = {}
+        columns = [c.name for c in site.columns]
+        with self.engine.connect() as conn:
+            for r in conn.execute(query).mappings():
+                row = SiteRunRow(**{c: r[c] for c in columns})
+                parts = found.setdefault(row.stack, {"stack": row.stack})
+                if r["rank_all"] == 1:
+                    parts["last_run"] = row
+                if r["rank_kind"] == 1 and r["kind"] == "preview":
+                    parts["last_preview"] = row
+                    parts["advisories"] = tuple(str(a) for a in r["advisories"] or ())
+                elif r["rank_kind"] == 1 and r["kind"] == "drift":
+                    parts["drift_check"] = row
+        return {stack: SiteSummary(**parts) for stack, parts in found.items()}
+
+    def outputs(self, stack: str) -> dict[str, Any] | None:
+        """The stack's outputs as its newest update recorded them (secret outputs masked); None if none did."""
+        site = SiteRunRow.__table__
+        query = (
+            select(site.c.outputs)
+            .where(site.c.stack == stack, site.c.outputs.is_not(None))
+            .order_by(site.c.queued_at.desc(), site.c.id.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return dict(row[0]) if row is not None and row[0] is not None else None
 
     def preview(self, site_run_id: str) -> PreviewRow | None:
         with self.engine.connect() as conn:

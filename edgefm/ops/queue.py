@@ -6,6 +6,8 @@ that share the database and the state backend.
   process of the worker's pool (see `edgefm.ops.local`) and writes its outcome to the journal itself.
 - `edgefm.rollout`: a rollout's controller (`edgefm.ops.controller`), with the lock and queueing lock
   `rollout:<id>`, so one controller drives a rollout however often it is (re)started.
+- `edgefm.change`: a change previewed before it is made (an edited placement policy): finds the stacks it
+  affects (`edgefm.ops.affected`) and queues a preview of each with the edit overlaid in its workspace.
 
 Procrastinate was chosen because the journal is already in PostgreSQL: the queue is a few tables beside it, with
 locks and a worker, and nothing else to run (no broker).
@@ -26,11 +28,12 @@ from procrastinate import App, Blueprint, PsycopgConnector
 
 from edgefm.ops.controller import Controller, SiteOutcome, SiteTask, site_outcome_rows
 from edgefm.ops.database import conninfo
-from edgefm.ops.journal import FAILED, SUCCEEDED, Batch, Journal
+from edgefm.ops.journal import FAILED, RUNNING, SUCCEEDED, Batch, Journal
 from edgefm.ops.siteops import SiteContext, restore_default_signals, run_site
 
 SITE_TASK = "edgefm.site"
 ROLLOUT_TASK = "edgefm.rollout"
+CHANGE_TASK = "edgefm.change"
 QUEUE = "edgefm"
 
 blueprint = Blueprint()
@@ -61,6 +64,9 @@ def context_dict(ctx: SiteContext) -> dict[str, Any]:
         "render_root": str(ctx.render_root) if ctx.render_root else None,
         "backend_url": ctx.backend_url,
         "extra_env": dict(ctx.extra_env),
+        # The fleet lab runs on the machine that started it: only workers there can apply to it.
+        "lab_dir": str(ctx.lab_dir) if ctx.lab_dir else None,
+        "overlay": dict(ctx.overlay),
     }
 
 
@@ -72,6 +78,8 @@ def context_of(raw: dict[str, Any]) -> SiteContext:
         # The passphrase is never queued or journaled: each worker has it in its environment.
         passphrase=os.environ.get("EDGEFM_CONFIG_PASSPHRASE"),
         extra_env=raw.get("extra_env") or {},
+        lab_dir=Path(raw["lab_dir"]) if raw.get("lab_dir") else None,
+        overlay=raw.get("overlay") or {},
     )
 
 
@@ -90,6 +98,10 @@ def defer_rollout(app: App, run_id: str) -> bool:
     except procrastinate.exceptions.AlreadyEnqueued:
         return False
     return True
+
+
+def defer_change(app: App, run_id: str) -> None:
+    app.configure_task(f"edgefm:{CHANGE_TASK}", queue=QUEUE).defer(run_id=run_id)
 
 
 SITE_RUNNER_ENV = "EDGEFM_SITE_RUNNER"
@@ -151,6 +163,75 @@ def site_job(task: dict[str, Any], context: dict[str, Any]) -> None:
     batch = Batch()
     site_outcome_rows(site, outcome, batch)
     worker.journal.write(batch, settle_run=site.run_id if site.group is None else None)
+
+
+@blueprint.task(name=CHANGE_TASK)
+def change_job(run_id: str) -> None:
+    worker = _worker()
+    run_change(worker.journal, worker.app, run_id)
+
+
+def run_change(journal: Journal, app: App, run_id: str) -> None:
+    """Previews exactly the stacks the run's edit affects, each with the edit overlaid; the last site job to
+    finish ends the run (as for any batch of site jobs). An edit that affects nothing ends it at once."""
+    from edgefm.model.placement import PLACEMENT_FILE
+    from edgefm.ops.affected import EditError, affected_by_placement
+
+    run = journal.run(run_id)
+    if run is None or run.context is None:
+        raise LookupError(f"no change run {run_id!r} in the journal")
+    context = run.context
+    try:
+        affected = affected_by_placement(Path(context["repo"]), context["overlay"][PLACEMENT_FILE])
+    except (EditError, OSError) as exc:
+        end = Batch(run_updates=[{"k_id": run_id, "state": FAILED, "finished_at": time.time(), "message": str(exc)}])
+        end.event(run_id, "run.failed", str(exc), trusted=True)
+        journal.write(end)
+        return
+    stacks = affected.stacks
+    batch = Batch()
+    batch.event(
+        run_id,
+        "change.affected",
+        f"{len(stacks)} stack(s) affected: {', '.join(stacks) or 'none'}",
+        data={"reasons": affected.reasons},
+        trusted=True,
+    )
+    tasks = queue_site_runs(batch, run_id, stacks, "change-preview", run.actor)
+    if not tasks:
+        message = "the change affects no stack"
+        batch.run_updates.append({"k_id": run_id, "state": SUCCEEDED, "finished_at": time.time(), "message": message})
+        batch.event(run_id, "run.succeeded", message, trusted=True)
+    journal.write(batch)
+    with app.open():
+        for task in tasks:
+            defer_site(app, task, context)
+
+
+def queue_site_runs(batch: Batch, run_id: str, stacks: list[str], operation: str, actor: str) -> list[SiteTask]:
+    """A running batch run's site runs (one per stack), journaled in `batch`; their tasks, to defer once written."""
+    now = time.time()
+    batch.run_updates.append({"k_id": run_id, "state": RUNNING})
+    tasks = []
+    for stack in stacks:
+        site_run_id = f"{run_id}:{stack}:1"
+        batch.site_runs.append(
+            {
+                "id": site_run_id,
+                "run_id": run_id,
+                "group_name": None,
+                "stack": stack,
+                "operation": operation,
+                "state": RUNNING,
+                "phase": "",
+                "attempt": 1,
+                "actor": actor,
+                "worker": "",
+                "queued_at": now,
+            }
+        )
+        tasks.append(SiteTask(run_id, site_run_id, stack, operation, actor))
+    return tasks
 
 
 @blueprint.task(name=ROLLOUT_TASK)
@@ -215,4 +296,15 @@ def run_worker(url: str, concurrency: int, name: str | None = None) -> None:
         )
 
 
-__all__ = ["FAILED", "QueueExecutor", "defer_rollout", "defer_site", "ensure_schema", "make_app", "run_worker"]
+__all__ = [
+    "FAILED",
+    "QueueExecutor",
+    "defer_change",
+    "defer_rollout",
+    "defer_site",
+    "ensure_schema",
+    "make_app",
+    "queue_site_runs",
+    "run_change",
+    "run_worker",
+]

@@ -8,43 +8,70 @@ the journal.
     service.approve(rollout_id, "ben")                              # a group waiting for approval starts
     service.pause(rollout_id, "ana"); service.resume(rollout_id, "ana"); service.abort(rollout_id, "ana")
     job_id = service.start_preview(["site-bridge-north"], "ana")    # previews on workers, diffs journaled
+    job_id = service.start_drift(["site-bridge-north"], "ana")      # drift checks; what drifted is journaled
+    run_id = service.start_change_preview(edited_placement, "defaults: model.version=1.2.0", "ana")
+    service.change_preview(run_id)                                  # the affected stacks, each with its diff
+    service.site_summaries()                                        # every stack's last run, preview, drift
+    service.outputs("site-bridge-north")                            # its outputs after the last update
     service.site_runs("site-bridge-north")                          # every operation on one stack, newest first
     service.audit("ana", "login", "portal", "ok"); service.audit_log(50)
 
-Every operator action (start, approve, pause, resume, abort, preview) is written to the audit table with its
-result, refusals included. Errors: `LookupError` for an unknown rollout, `PermissionError` when the starter of a
-rollout approves it, `ValueError` for an action the rollout's state does not allow; messages are one line.
+Every operator action (start, approve, pause, resume, abort, preview, drift check, change preview) is written to
+the audit table with its result, refusals included. Errors: `LookupError` for an unknown rollout,
+`PermissionError` when the starter of a rollout approves it, `ValueError` for an action the rollout's state does
+not allow (a group approved twice included); messages are one line.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from edgefm.model.placement import PLACEMENT_FILE
 from edgefm.model.stacks import fleet_stack_names
-from edgefm.ops.controller import SiteTask, lease_holder, start_rollout
+from edgefm.ops.approval import approve
+from edgefm.ops.controller import lease_holder, start_rollout
 from edgefm.ops.database import normalise
 from edgefm.ops.journal import (
     ABORTED,
     FINAL,
     PAUSED,
-    QUEUED,
     RUNNING,
-    WAITING_APPROVAL,
     AuditEntry,
     Batch,
     Event,
     Journal,
     SiteRunRow,
 )
-from edgefm.ops.queue import context_dict, defer_rollout, defer_site, ensure_schema, make_app
+from edgefm.ops.queue import (
+    context_dict,
+    defer_change,
+    defer_rollout,
+    defer_site,
+    ensure_schema,
+    make_app,
+    queue_site_runs,
+)
 from edgefm.ops.rollout import site_labels
 from edgefm.ops.siteops import SiteContext
 from edgefm.ops.strategy import RolloutStrategy, plan_groups
 
-__all__ = ["AuditEntry", "Event", "FleetService", "GroupView", "RolloutView", "SiteRunView"]
+__all__ = [
+    "AuditEntry",
+    "ChangePreviewView",
+    "ChangeSiteView",
+    "Event",
+    "FleetService",
+    "GroupView",
+    "RolloutView",
+    "SiteRunView",
+    "SiteSummaryView",
+]
+
+# An edited placement policy travels in the job's arguments and the run's context: keep it a document.
+MAX_PLACEMENT_BYTES = 1024 * 1024
 
 
 def _when(at: float | None) -> datetime | None:
@@ -96,6 +123,46 @@ class RolloutView:
     site_runs: list[SiteRunView] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class SiteSummaryView:
+    """One stack at a glance (see `FleetService.site_summaries`); `drift`: the drifted resources (urn, type,
+    op, keys) its newest drift check found, `drift_checked_at` when that check ended (None: never checked)."""
+
+    stack: str
+    last_run: SiteRunView | None
+    last_preview: SiteRunView | None
+    advisories: list[str]
+    drift: list[dict[str, Any]]
+    drift_checked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ChangeSiteView:
+    """One stack a change affects: why, its preview's site run, and once done its planned steps and findings."""
+
+    run: SiteRunView
+    reasons: list[str]
+    steps: list[dict[str, Any]]
+    advisories: list[str]
+
+    @property
+    def stack(self) -> str:
+        return self.run.stack
+
+
+@dataclass(frozen=True)
+class ChangePreviewView:
+    id: str
+    actor: str
+    change: str
+    placement: str
+    state: str
+    message: str
+    created_at: datetime | None
+    finished_at: datetime | None
+    sites: list[ChangeSiteView]
+
+
 def _site_view(row: SiteRunRow) -> SiteRunView:
     return SiteRunView(
         row.id,
@@ -121,18 +188,26 @@ def _site_view(row: SiteRunRow) -> SiteRunView:
 class FleetService:
     """Fleet operations over the journal and the job queue in one PostgreSQL database (see the module doc).
 
-    `render_root` / `backend_url` are handed to the workers with each job (render mode; the state backend,
-    e.g. `s3://…`); the passphrase never is: workers read `EDGEFM_CONFIG_PASSPHRASE` from their environment."""
+    `render_root` / `backend_url` / `lab_dir` are handed to the workers with each job (render mode; the state
+    backend, e.g. `s3://…`; the fleet lab, which only workers on its machine reach); the passphrase never is:
+    workers read `EDGEFM_CONFIG_PASSPHRASE` from their environment."""
 
     def __init__(
-        self, database_url: str, repo: Path, *, render_root: Path | None = None, backend_url: str | None = None
+        self,
+        database_url: str,
+        repo: Path,
+        *,
+        render_root: Path | None = None,
+        backend_url: str | None = None,
+        lab_dir: Path | None = None,
     ) -> None:
         self.url = normalise(database_url)
         self.repo = repo.resolve()
         self.journal = Journal(self.url)
         self.app = make_app(self.url)
         ensure_schema(self.app)
-        self.context = context_dict(SiteContext(self.repo, render_root=render_root, backend_url=backend_url))
+        ctx = SiteContext(self.repo, render_root=render_root, backend_url=backend_url, lab_dir=lab_dir)
+        self.context = context_dict(ctx)
 
     def close(self) -> None:
         self.journal.close()
@@ -163,38 +238,15 @@ class FleetService:
         return error
 
     def approve(self, rollout_id: str, actor: str) -> None:
-        """Approves the group that waits for an approval (or the next one that will); never by the starter."""
-        view = self._run(rollout_id, actor, "rollout.approve")
-        if actor == view.actor:
-            raise self._refuse(
-                actor,
-                "rollout.approve",
-                rollout_id,
-                PermissionError(f"{actor} started rollout {rollout_id} and cannot approve it"),
-            )
-        if view.state in FINAL:
-            raise self._refuse(
-                actor, "rollout.approve", rollout_id, ValueError(f"rollout {rollout_id} has ended ({view.state})")
-            )
-        strategy = view.strategy or RolloutStrategy(canary=["-"])
-        waiting = next(
-            (
-                g
-                for g in view.groups
-                if g.state == WAITING_APPROVAL
-                or (g.state == QUEUED and strategy.needs_approval(g.name) and not g.approved_by)
-            ),
-            None,
-        )
-        if waiting is None:
-            raise self._refuse(
-                actor,
-                "rollout.approve",
-                rollout_id,
-                ValueError(f"no group of rollout {rollout_id} waits for an approval"),
-            )
-        self.journal.approve_group(rollout_id, waiting.position, actor)
-        self.journal.audit(actor, "rollout.approve", rollout_id, f"approved group {waiting.name}")
+        """Approves the group held for an approval (see `edgefm.ops.approval`): never by the rollout's starter,
+        never a group approved already; of two approvals at once, one wins and the other is refused."""
+        try:
+            group = approve(self.journal, rollout_id, actor)
+        except (LookupError, PermissionError, ValueError) as exc:
+            result = "no such rollout" if isinstance(exc, LookupError) else str(exc)
+            self.journal.audit(actor, "rollout.approve", rollout_id, f"refused: {result}")
+            raise
+        self.journal.audit(actor, "rollout.approve", rollout_id, f"approved group {group}")
 
     def pause(self, rollout_id: str, actor: str) -> None:
         """No new site starts; sites already running finish."""
@@ -256,39 +308,89 @@ class FleetService:
     def start_preview(self, stacks: list[str], actor: str) -> str:
         """Queues a preview of each stack on the workers (diffs and guardrail findings are journaled); returns
         the job id, whose events and site runs show progress."""
+        return self._start_batch("preview", "preview.start", stacks, actor)
+
+    def start_drift(self, stacks: list[str], actor: str) -> str:
+        """Queues a drift check of each stack (a refresh in preview-only mode: nothing changes); what drifted is
+        journaled with each site run (`site_summaries`)."""
+        return self._start_batch("drift", "drift.start", stacks, actor)
+
+    def _start_batch(self, operation: str, action: str, stacks: list[str], actor: str) -> str:
         known = set(fleet_stack_names(self.repo))
         unknown = sorted(set(stacks) - known)
         if not stacks or unknown:
-            error = ValueError(f"no such stack(s): {', '.join(unknown)}" if unknown else "no stacks to preview")
-            raise self._refuse(actor, "preview.start", ",".join(stacks), error)
-        run_id = self.journal.create_run("preview", actor, stacks)
-        now = time.time()
-        batch = Batch(run_updates=[{"k_id": run_id, "state": RUNNING}])
-        tasks = []
-        for stack in stacks:
-            site_run_id = f"{run_id}:{stack}:1"
-            batch.site_runs.append(
-                {
-                    "id": site_run_id,
-                    "run_id": run_id,
-                    "group_name": None,
-                    "stack": stack,
-                    "operation": "preview",
-                    "state": RUNNING,
-                    "phase": "",
-                    "attempt": 1,
-                    "actor": actor,
-                    "worker": "",
-                    "queued_at": now,
-                }
-            )
-            tasks.append(SiteTask(run_id, site_run_id, stack, "preview", actor))
+            error = ValueError(f"no such stack(s): {', '.join(unknown)}" if unknown else f"no stacks to {operation}")
+            raise self._refuse(actor, action, ",".join(stacks), error)
+        run_id = self.journal.create_run(operation, actor, stacks)
+        batch = Batch()
+        tasks = queue_site_runs(batch, run_id, stacks, operation, actor)
         self.journal.write(batch)
         with self.app.open():
             for task in tasks:
                 defer_site(self.app, task, self.context)
-        self.journal.audit(actor, "preview.start", run_id, f"queued: {len(stacks)} stack(s)")
+        self.journal.audit(actor, action, run_id, f"queued: {len(stacks)} stack(s)")
         return run_id
+
+    def start_change_preview(self, placement: str, change: str, actor: str) -> str:
+        """Queues a preview of a placement policy edit not made yet: a job finds exactly the stacks it affects
+        (`edgefm.ops.affected`) and previews each on the real engine with the edited policy in its workspace
+        (the checkout is never written). `change` says what was edited, for people. Returns the run id at once;
+        the run's events and site runs show progress, `change_preview` the result."""
+        if len(placement.encode()) > MAX_PLACEMENT_BYTES:
+            error = ValueError(f"the edited placement policy is over {MAX_PLACEMENT_BYTES // 1024} KiB")
+            raise self._refuse(actor, "change.preview", change, error)
+        context = {**self.context, "overlay": {PLACEMENT_FILE: placement}, "change": change}
+        run_id = self.journal.create_run("change", actor, [], context=context)
+        with self.app.open():
+            defer_change(self.app, run_id)
+        self.journal.audit(actor, "change.preview", run_id, f"queued: {change}")
+        return run_id
+
+    def change_preview(self, run_id: str) -> ChangePreviewView | None:
+        """A change preview as it stands: the edit, its state, and each affected stack's site run and preview."""
+        run = self.journal.run(run_id)
+        if run is None or run.kind != "change" or run.context is None:
+            return None
+        sites = []
+        for row in sorted(self.journal.site_runs(run_id=run_id), key=lambda r: r.stack):
+            preview = self.journal.preview(row.id) if row.state in FINAL else None
+            steps = list(preview.steps) if preview is not None else []
+            advisories = [str(a) for a in preview.advisories] if preview is not None else []
+            sites.append((row, steps, advisories))
+        reasons: dict[str, list[str]] = {}
+        for event in self.journal.events(run_id):
+            if event.kind == "change.affected":
+                reasons = {str(k): [str(x) for x in v] for k, v in (event.data.get("reasons") or {}).items()}
+        return ChangePreviewView(
+            run.id,
+            run.actor,
+            str(run.context.get("change", "")),
+            str((run.context.get("overlay") or {}).get(PLACEMENT_FILE, "")),
+            run.state,
+            run.message,
+            _when(run.created_at),
+            _when(run.finished_at),
+            [ChangeSiteView(_site_view(r), reasons.get(r.stack, []), st, adv) for r, st, adv in sites],
+        )
+
+    def site_summaries(self, stacks: list[str] | None = None) -> dict[str, SiteSummaryView]:
+        """Every stack's newest run, newest judged preview with its guardrail findings, and newest drift check,
+        read for the whole fleet at once (see `Journal.site_summaries`)."""
+        return {
+            stack: SiteSummaryView(
+                stack,
+                _site_view(s.last_run) if s.last_run is not None else None,
+                _site_view(s.last_preview) if s.last_preview is not None else None,
+                list(s.advisories),
+                s.drift,
+                _when(s.drift_check.finished_at) if s.drift_check is not None else None,
+            )
+            for stack, s in self.journal.site_summaries(stacks).items()
+        }
+
+    def outputs(self, stack: str) -> dict[str, Any] | None:
+        """The stack's outputs after its newest update (secret outputs masked), or None if none was journaled."""
+        return self.journal.outputs(stack)
 
     def events(self, run_id: str, after_seq: int = 0) -> list[Event]:
         """The run's events after `after_seq`, in order (data redacted)."""

@@ -30,11 +30,15 @@ from edgefm.model.stacks import site_of_stack
 from edgefm.ops.controller import SiteOutcome, SiteTask
 from edgefm.ops.guardrails import Findings
 from edgefm.ops.health import ClusterWorkloads, gate
+from edgefm.ops.journal import REDACTED, redact
 from edgefm.ops.strategy import HealthGate
 
 # What a workspace links to; the engine state and scratch of the checkout stay out.
 SKIP = frozenset({".git", ".state", "out", ".pulumi", ".mypy_cache", ".ruff_cache", ".pytest_cache", "build"})
 CHANGE_OPS = frozenset({"create", "update", "replace", "delete", "create-replacement", "delete-replaced"})
+# Operations that stop after the judged preview: a preview of the stack as it is, and of a change not yet made
+# (`change-preview`: the workspace overlays the edited files).
+PREVIEW_ONLY = frozenset({"preview", "change-preview"})
 
 
 @dataclass(frozen=True)
@@ -48,19 +52,44 @@ class SiteContext:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     # The fleet lab's state directory: each stack runs against its lab cluster instead of the site's.
     lab_dir: Path | None = None
+    # Files the operation sees in place of the checkout's (repository path → text): a change previewed before
+    # it is made, e.g. an edited placement policy. Written into the workspace only, never into the checkout.
+    overlay: Mapping[str, str] = field(default_factory=dict)
 
 
 @contextmanager
-def workspace(repo: Path) -> Iterator[Path]:
-    """A private workspace directory whose entries link to the checkout's."""
+def workspace(repo: Path, overlay: Mapping[str, str] | None = None) -> Iterator[Path]:
+    """A private workspace directory whose entries link to the checkout's; the directories on the way to an
+    overlaid file are real (their other entries links), and the overlaid file is written there."""
+    edits = {_overlay_parts(path): text for path, text in (overlay or {}).items()}
     root = Path(tempfile.mkdtemp(prefix="edgefm-ws-"))
     try:
-        for entry in repo.iterdir():
-            if entry.name not in SKIP:
-                (root / entry.name).symlink_to(entry)
+        _mirror(repo, root, edits, top=True)
         yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _overlay_parts(path: str) -> tuple[str, ...]:
+    parts = Path(path).parts
+    if not parts or Path(path).is_absolute() or any(p in ("..", ".") for p in parts) or parts[0] in SKIP:
+        raise ValueError(f"overlay path {path!r} is not a file of the checkout")
+    return parts
+
+
+def _mirror(src: Path, dest: Path, edits: Mapping[tuple[str, ...], str], *, top: bool) -> None:
+    dest.mkdir(exist_ok=True)
+    names = {entry.name for entry in src.iterdir()} if src.is_dir() else set()
+    for name in sorted(names | {parts[0] for parts in edits}):
+        if top and name in SKIP:
+            continue
+        inner = {parts[1:]: text for parts, text in edits.items() if parts[0] == name}
+        if not inner:
+            (dest / name).symlink_to(src / name)
+        elif () in inner:
+            (dest / name).write_text(inner[()])  # a new file in the workspace: the checkout's stays as it is
+        else:
+            _mirror(src / name, dest / name, inner, top=False)
 
 
 def changes_of(summary: Mapping[Any, int] | None) -> dict[str, int]:
@@ -69,6 +98,12 @@ def changes_of(summary: Mapping[Any, int] | None) -> dict[str, int]:
         key = op.value if isinstance(op, auto.OpType) else str(op)
         out[key] = out.get(key, 0) + int(n)
     return out
+
+
+def public_outputs(outputs: Mapping[str, auto.OutputValue]) -> dict[str, Any]:
+    """Stack outputs fit for the journal and a page: a value the engine marks secret is masked, and so is any
+    value under a credential-like key or carrying Pulumi's secret marker (`edgefm.ops.journal.redact`)."""
+    return dict(redact({k: REDACTED if v.secret else v.value for k, v in outputs.items()}))
 
 
 def restore_default_signals() -> None:
@@ -146,7 +181,7 @@ def run_site(task: SiteTask, ctx: SiteContext) -> SiteOutcome:
     worker = f"{socket.gethostname()}:{os.getpid()}"
     outcome = SiteOutcome(ok=False, phase="preview", started_at=time.time(), worker=worker)
     try:
-        with workspace(ctx.repo) as root:
+        with workspace(ctx.repo, ctx.overlay) as root:
             fleet = _fleet(ctx, root)
             stack = fleet.stack(task.stack)
             if task.operation in ("drift", "reconcile"):
@@ -157,6 +192,7 @@ def run_site(task: SiteTask, ctx: SiteContext) -> SiteOutcome:
                 result = stack.destroy(exclude_protected=True, show_secrets=False)
                 outcome.update_seconds = time.monotonic() - t0
                 outcome.changes, outcome.ok = changes_of(result.summary.resource_changes), True
+                outcome.outputs = {}  # a destroyed stack has no outputs
                 return outcome
             steps: list[dict[str, Any]] = []
             planned: list[dict[str, Any]] = []
@@ -183,9 +219,9 @@ def run_site(task: SiteTask, ctx: SiteContext) -> SiteOutcome:
             if mandatory:
                 outcome.error = f"{len(mandatory)} mandatory guardrail violation(s): " + "; ".join(mandatory)
                 return outcome
-            if task.operation == "preview" or (task.operation == "check" and not steps):
+            if task.operation in PREVIEW_ONLY or (task.operation == "check" and not steps):
                 outcome.ok = True
-                if task.operation == "preview":
+                if task.operation in PREVIEW_ONLY:
                     return outcome
             else:
                 outcome.phase = "update"
@@ -195,6 +231,7 @@ def run_site(task: SiteTask, ctx: SiteContext) -> SiteOutcome:
                 )
                 outcome.update_seconds = time.monotonic() - t0
                 outcome.changes = changes_of(up.summary.resource_changes)
+                outcome.outputs = public_outputs(up.outputs)
                 outcome.unschedulable = fleet.unschedulable(task.stack)
                 outcome.ok = True
             outcome.phase = "health"
@@ -232,7 +269,7 @@ def _when_unlocked(update: Callable[[], auto.UpResult], deadline: float | None) 
 
 def _health(task: SiteTask, ctx: SiteContext, stack: auto.Stack, outcome: SiteOutcome) -> SiteOutcome:
     health = HealthGate.model_validate(task.health) if task.health is not None else None
-    if health is None or task.operation == "preview":
+    if health is None or task.operation in PREVIEW_ONLY:
         return outcome
     t0 = time.monotonic()
     workloads = None
@@ -273,6 +310,7 @@ def _drift(task: SiteTask, stack: auto.Stack, outcome: SiteOutcome) -> SiteOutco
     else:
         up = stack.up(refresh=True, on_event=on_event, show_secrets=False)
         outcome.changes = changes_of(up.summary.resource_changes)
+        outcome.outputs = public_outputs(up.outputs)
         outcome.update_seconds = time.monotonic() - t0
     outcome.drift, outcome.ok = drifted, True
     return outcome

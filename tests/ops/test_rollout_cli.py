@@ -49,6 +49,9 @@ def test_operator_commands_on_unknown_or_own_rollouts(tmp_path: Path) -> None:
     assert refused.exit_code == 2 and f"ana started rollout {run_id} and cannot approve it" in refused.output
     ok = runner.invoke(app, ["fleet", "rollout", "approve", run_id, *base, "--actor", "ben"])
     assert ok.exit_code == 0 and "group canary approved by ben" in ok.output
+    again = runner.invoke(app, ["fleet", "rollout", "approve", run_id, *base, "--actor", "cleo"])
+    assert again.exit_code == 2 and f"group canary of rollout {run_id} is already approved (by ben)" in again.output
+    assert journal.groups(run_id)[0].approved_by == "ben"
     assert runner.invoke(app, ["fleet", "rollout", "pause", run_id, *base, "--actor", "ana"]).exit_code == 0
     assert journal.run(run_id).desired == "paused"  # type: ignore[union-attr]
     unknown = runner.invoke(app, ["fleet", "rollout", "abort", "nope", *base])
@@ -56,5 +59,6 @@ def test_operator_commands_on_unknown_or_own_rollouts(tmp_path: Path) -> None:
     assert [(e.actor, e.action) for e in reversed(journal.audit_log())] == [
         ("ana", "rollout.approve"),
         ("ben", "rollout.approve"),
+        ("cleo", "rollout.approve"),
         ("ana", "rollout.paused"),
     ]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -50,15 +53,64 @@ def test_approval_is_refused_to_the_starter_and_recorded(service: FleetService) 
     view = service.rollout(rollout_id)
     assert view is not None
     assert {g.name: g.approved_by for g in view.groups}["wave=2"] == "ben"
-    with pytest.raises(ValueError, match=r"no group of rollout \w+ waits for an approval"):
-        service.approve(rollout_id, "ben")
+    # A second approval of the same group is refused, whoever gives it: it names who approved first.
+    second = f"group wave=2 of rollout {rollout_id} is already approved (by ben)"
+    for actor in ("ben", "cleo"):
+        with pytest.raises(ValueError, match=re.escape(second)):
+            service.approve(rollout_id, actor)
+    assert [e.kind for e in service.events(rollout_id)].count("group.approved") == 1
     log = service.audit_log(10)
     assert [(e.actor, e.action, e.result) for e in reversed(log)] == [
         ("ana", "rollout.start", "queued: 7 stack(s), 6 group(s)"),
         ("ana", "rollout.approve", f"refused: ana started rollout {rollout_id} and cannot approve it"),
         ("ben", "rollout.approve", "approved group wave=2"),
-        ("ben", "rollout.approve", f"refused: no group of rollout {rollout_id} waits for an approval"),
+        ("ben", "rollout.approve", f"refused: {second}"),
+        ("cleo", "rollout.approve", f"refused: {second}"),
     ]
+
+
+def test_two_approvals_at_once_one_wins(service: FleetService) -> None:
+    """Approvers race on the real journal: each call reads the group as unapproved before either writes (the
+    barrier), and the journal's conditional update lets exactly one of them record the approval."""
+    rollout_id = service.start_rollout(RolloutStrategy(canary=["site-bridge-south"], approve=["wave=2"]), "ana")
+    approvers = [f"approver{i}" for i in range(6)]
+    barrier = threading.Barrier(len(approvers))
+    journal = service.journal
+    read_groups = journal.groups
+
+    def groups_then_wait(run_id: str) -> list[Any]:
+        found = read_groups(run_id)
+        barrier.wait(timeout=30)
+        return found
+
+    outcomes: dict[str, str] = {}
+    # A service per approver: its own connections, as separate portal processes would have.
+    services = {a: FleetService(service.url, ROOT) for a in approvers}
+
+    def approve(actor: str) -> None:
+        own = services[actor]
+        own.journal.groups = groups_then_wait  # type: ignore[method-assign]
+        try:
+            own.approve(rollout_id, actor)
+            outcomes[actor] = "approved"
+        except ValueError as exc:
+            outcomes[actor] = str(exc)
+
+    threads = [threading.Thread(target=approve, args=(a,)) for a in approvers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for own in services.values():
+        own.close()
+    winners = [a for a, result in outcomes.items() if result == "approved"]
+    assert len(winners) == 1, outcomes
+    for actor, result in outcomes.items():
+        if actor != winners[0]:
+            assert result == f"group wave=2 of rollout {rollout_id} is already approved (by {winners[0]})"
+    view = service.rollout(rollout_id)
+    assert view is not None and {g.name: g.approved_by for g in view.groups}["wave=2"] == winners[0]
+    assert [e.kind for e in service.events(rollout_id)].count("group.approved") == 1
 
 
 def test_pause_resume_abort_and_unknown_rollouts(service: FleetService) -> None:
