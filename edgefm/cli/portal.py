@@ -42,21 +42,26 @@ def portal(
     from edgefm.portal.fleetview import FleetView
     from edgefm.portal.server import ServiceUnavailable, build, fleet_service, serve
     from edgefm.portal.settings import PortalSettings
-    from edgefm.portal.watch import PolledStatus, Probe, journal_drift, lab_probe, with_drift
+    from edgefm.portal.watch import PolledStatus, Probe, lab_probe
 
     root = repo.resolve()
     try:
         settings = PortalSettings.from_env(root, users_file=users or root / "portal" / "users.demo.yaml")
-        service = fleet_service(database, root)
         probe: Probe = _unknown_health
+        lab_dir: Path | None = None
         if lab:
             try:
                 probe = lab_probe(root)
+                from edgefm.ops.lab.runtime import default_lab_dir
+
+                # Jobs (previews, drift checks, change previews) run against the lab's clusters once it exists.
+                lab_dir = default_lab_dir(root) if default_lab_dir(root).is_dir() else None
             except ModuleNotFoundError:
                 err.print("edgefm portal: the fleet lab (edgefm.ops.lab) is not in this checkout; health shows unknown")
-        # Health from each site's cluster and drift from the journal's latest drift check, off the request path.
+        service = fleet_service(database, root, lab_dir=lab_dir)
+        # Health from each site's cluster, off the request path (drift: the journal's drift checks).
         view = FleetView(root)
-        status = PolledStatus(lambda: sorted(view.sites()), with_drift(probe, journal_drift(service))).start()
+        status = PolledStatus(lambda: sorted(view.sites()), probe).start()
         app = build(settings, service, status)
     except ConfigError as exc:
         for problem in exc.problems:

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import anyio
 import yaml
@@ -52,8 +52,10 @@ from edgefm.portal.contracts import (
     SiteRunView,
     SiteStatus,
     SiteStatusSource,
+    SiteSummaryView,
     StrategyFactory,
     StrategyForm,
+    drift_line,
 )
 from edgefm.portal.fleetview import FleetView, SiteEntry
 from edgefm.portal.redact import redact, redact_text
@@ -80,12 +82,6 @@ class MissingAssets(RuntimeError):
     pass
 
 
-class StackOutputs(Protocol):
-    """A stack's outputs as last recorded (secret values masked by whoever records them)."""
-
-    def outputs(self, stack: str) -> Mapping[str, Any] | None: ...
-
-
 @dataclass
 class Portal:
     settings: PortalSettings
@@ -96,7 +92,6 @@ class Portal:
     users: dict[str, LocalUser]
     strategy: StrategyFactory
     previews: PreviewSource | None
-    outputs: StackOutputs | None
     fleet: FleetView = field(init=False)
 
     def __post_init__(self) -> None:
@@ -119,10 +114,20 @@ class InventoryRow:
     status: SiteStatus
     last_run: SiteRunView | None
     findings: Sequence[str]
+    # Drifted resources ("Kind/name: properties"); `drift_checked`: a drift check (or the watcher) has looked.
+    drift: Sequence[str]
+    drift_checked: bool
 
     @property
     def last_run_at(self) -> datetime | None:
         return None if self.last_run is None else self.last_run.started_at or self.last_run.finished_at
+
+
+def site_drift(summary: SiteSummaryView | None, status: SiteStatus) -> tuple[tuple[str, ...], bool]:
+    """A site's drift: its newest journaled drift check's, else what its cluster watcher reports."""
+    if summary is not None and summary.drift_checked_at is not None:
+        return tuple(drift_line(entry) for entry in summary.drift), True
+    return status.drift, status.checked_at is not None
 
 
 def _fmt_time(value: datetime | None) -> str:
@@ -143,11 +148,6 @@ def _when_of(run: SiteRunView) -> datetime:
     return run.started_at or run.finished_at or _EPOCH
 
 
-def _latest(runs: Sequence[SiteRunView], operation: str | None = None) -> SiteRunView | None:
-    chosen = [r for r in runs if operation is None or r.operation == operation]
-    return max(chosen, key=_when_of, default=None)
-
-
 def create_app(
     settings: PortalSettings,
     service: FleetServiceAPI,
@@ -158,13 +158,12 @@ def create_app(
     *,
     strategy: StrategyFactory,
     previews: PreviewSource | None = None,
-    outputs: StackOutputs | None = None,
 ) -> ASGIApp:
     """The portal as an ASGI app: FastAPI wrapped in CSRF protection (every non-GET needs the token)."""
     missing = [f for f in VENDOR_FILES if not (VENDOR / f).is_file()]
     if missing:
         raise MissingAssets(f"portal browser libraries missing ({', '.join(missing)}): run `make portal-assets`")
-    portal = Portal(settings, service, status, registry, access, dict(users or {}), strategy, previews, outputs)
+    portal = Portal(settings, service, status, registry, access, dict(users or {}), strategy, previews)
     # Read and resolve every stack file now, off the request path: the first page then finds a warm cache.
     threading.Thread(target=portal.fleet.sites, name="portal-warm-fleet", daemon=True).start()
     app = FastAPI(title="edgefm portal", docs_url=None, redoc_url=None, openapi_url=None)
@@ -325,7 +324,9 @@ def create_app(
             return None
         return portal.previews.preview_of(run.id)
 
-    def inventory(who: Principal, selector_text: str) -> tuple[list[InventoryRow], str | None]:
+    def inventory(
+        who: Principal, selector_text: str, summaries: Mapping[str, SiteSummaryView]
+    ) -> tuple[list[InventoryRow], str | None]:
         error = None
         try:
             selector = parse_selector(selector_text)
@@ -336,20 +337,40 @@ def create_app(
         for stack, entry in visible(who).items():
             if not selector.matches(entry.labels):
                 continue
-            runs = portal.service.site_runs(stack)
-            last = _latest(runs)
-            preview = preview_of(_latest(runs, "preview"))
-            findings = list(preview.advisories) if preview is not None else []
-            rows.append(InventoryRow(entry, statuses.get(stack, SiteStatus()), last, findings))
+            summary = summaries.get(stack)
+            status = statuses.get(stack, SiteStatus())
+            drift, checked = site_drift(summary, status)
+            last = summary.last_run if summary is not None else None
+            findings = list(summary.advisories) if summary is not None else []
+            rows.append(InventoryRow(entry, status, last, findings, drift, checked))
         return rows, error
 
     @app.get("/", response_class=HTMLResponse)
     async def index(request: Request, selector: str = "") -> HTMLResponse:
         who = principal(request)
-        rows, error = inventory(who, selector)
-        ctx = {"rows": rows, "selector": selector, "selector_error": error, "policy_problem": None}
+        # The whole fleet's runs, previews and drift checks in one read of the journal, not one per site.
+        summaries = await thread(portal.service.site_summaries)
+        rows, error = inventory(who, selector, summaries)
+        ctx: dict[str, Any] = {"rows": rows, "selector": selector, "selector_error": error}
         ctx["policy_problem"] = portal.fleet.policy_problem()
+        ctx["can_operate"] = bool(rows) and portal.access.can_all(who, "operator", [r.entry.labels for r in rows])
         return render(request, "inventory.html", ctx, status_code=400 if error else 200)
+
+    @app.post("/drift")
+    async def fleet_drift(request: Request) -> Response:
+        """A drift check (a job) of every site the selector shows; the run page follows it."""
+        who = principal(request)
+        form = await request.form()
+        rows, error = inventory(who, str(form.get("selector", "")), {})
+        if error is not None:
+            raise Denied(error)
+        stacks = [r.entry.stack for r in rows]
+        require(who, "operator", stacks, "drift.start", ", ".join(stacks) or "-")
+        try:
+            run_id = await thread(portal.service.start_drift, stacks, who.username)
+        except REFUSALS as exc:
+            raise Denied(str(exc)) from None
+        return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
     # ---- site page -------------------------------------------------------------------------------------
 
@@ -366,10 +387,13 @@ def create_app(
         if explained is not None and entry.resolved is not None:
             values = flatten(explained["profile"])
             settings_rows = [(k, v, entry.resolved.source_of(k)) for k, v in sorted(values.items())]
-        runs = sorted(portal.service.site_runs(stack), key=_when_of, reverse=True)
-        last_preview = _latest(runs, "preview")
+        runs = sorted(await thread(portal.service.site_runs, stack), key=_when_of, reverse=True)
+        summary = (await thread(portal.service.site_summaries, [stack])).get(stack)
+        last_preview = summary.last_preview if summary is not None else None
         preview = preview_of(last_preview)
-        recorded = portal.outputs.outputs(stack) if portal.outputs is not None else None
+        recorded = await thread(portal.service.outputs, stack)
+        status = portal.status.statuses().get(stack, SiteStatus())
+        drift, drift_checked = site_drift(summary, status)
         ctx = {
             "entry": entry,
             "explained": explained,
@@ -379,10 +403,25 @@ def create_app(
             "last_preview": last_preview,
             "preview_steps": redact(list(preview.steps)) if preview else [],
             "advisories": list(preview.advisories) if preview else [],
-            "status": portal.status.statuses().get(stack, SiteStatus()),
+            "status": status,
+            "drift": drift,
+            "drift_checked": drift_checked,
+            "drift_checked_at": summary.drift_checked_at if summary is not None else None,
             "can_operate": portal.access.can(who, "operator", entry.labels),
         }
         return render(request, "site.html", ctx)
+
+    @app.post("/sites/{stack}/drift")
+    async def site_drift_check(request: Request, stack: str) -> Response:
+        who = principal(request)
+        if portal.fleet.site(stack) is None:
+            return render(request, "denied.html", {"message": f"no site stack {stack}"}, status_code=404)
+        require(who, "operator", [stack], "drift.start", stack)
+        try:
+            run_id = await thread(portal.service.start_drift, [stack], who.username)
+        except REFUSALS as exc:
+            raise Denied(str(exc)) from None
+        return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
     @app.post("/sites/{stack}/preview")
     async def site_preview(request: Request, stack: str) -> Response:
@@ -454,7 +493,8 @@ def create_app(
         return render(request, "changes.html", change_ctx({"layer": "defaults", "key": "model.version"}, {}))
 
     @app.post("/changes", response_class=HTMLResponse)
-    async def change_plan(request: Request) -> HTMLResponse:
+    async def change_start(request: Request) -> Response:
+        """Checks the edit, then queues its preview on the engine (a job) and answers with the run at once."""
         who = principal(request)
         form = {k: str(v) for k, v in (await request.form()).items() if k != "csrftoken"}
         layer, key, text = form.get("layer", ""), form.get("key", "").strip(), form.get("value", "")
@@ -472,17 +512,69 @@ def create_app(
         if errors:
             return render(request, "changes.html", change_ctx(form, errors), status_code=422)
         raw = yaml.safe_load(portal.fleet.placement_path.read_text())
+        edited_text = ""
         try:
-            edited = change_mod.edited_policy(raw, layer, key, value)
+            change_mod.edited_policy(raw, layer, key, value)
+            edited_text = change_mod.edited_text(raw, layer, key, value)
         except ValueError as exc:
             errors["layer"] = [str(exc)]
         except ConfigError as exc:
             errors["value"] = [f"{p.path}: {p.message}" for p in exc.problems]
         if errors:
             return render(request, "changes.html", change_ctx(form, errors), status_code=422)
-        plan = change_mod.plan_change(visible(who), policy, edited, layer, key, value)
-        audit(who, "change-preview", f"{layer}: {key}={text}", f"{len(plan.affected)} site(s) affected")
-        return render(request, "changes.html", change_ctx(form, {}, plan))
+        # An edit of the placement policy may reach any site: previewing it is an operator's action on all.
+        require(who, "operator", sorted(portal.fleet.sites()), "change.preview", f"{layer}: {key}={text}")
+        change = f"{layer}: {key} = {text.strip()}"
+        try:
+            run_id = await thread(portal.service.start_change_preview, edited_text, change, who.username)
+        except REFUSALS as exc:
+            raise Denied(str(exc)) from None
+        return RedirectResponse(f"/changes/{run_id}", status_code=303)
+
+    def change_view(who: Principal, run_id: str) -> dict[str, Any]:
+        view = portal.service.change_preview(run_id)
+        if view is None:
+            raise Denied(f"no change preview {run_id}")
+        sites = portal.fleet.sites()
+        # Sites this person may not view are counted, not shown; hub-side stacks carry no site's data.
+        shown = [
+            c for c in view.sites if c.stack not in sites or portal.access.can(who, "viewer", sites[c.stack].labels)
+        ]
+        # Each affected site's profile diff: the site resolved under the policy now and as edited.
+        current, edited = portal.fleet.policy(), None
+        with contextlib.suppress(ConfigError, yaml.YAMLError):
+            edited = change_mod.parse_policy_text(view.placement)
+        diffs: dict[str, Any] = {}
+        if current is not None and edited is not None:
+            entries = {c.stack: sites[c.stack] for c in shown if c.stack in sites}
+            plan = change_mod.plan_change(entries, current, edited, "", "", None)
+            diffs = {c.stack: c for c in plan.affected}
+        done = sum(1 for c in view.sites if c.run.state in TERMINAL_STATES)
+        return {
+            "view": view,
+            "sites": shown,
+            "hidden": len(view.sites) - len(shown),
+            "diffs": diffs,
+            "done": view.state in TERMINAL_STATES,
+            "previewed": done,
+            "state_badge": Markup(_state_badge(view.state)),
+        }
+
+    @app.get("/changes/{run_id}", response_class=HTMLResponse)
+    async def change_page_of(request: Request, run_id: str) -> HTMLResponse:
+        who = principal(request)
+        ctx = await thread(change_view, who, run_id)
+        return render(request, "change.html", ctx)
+
+    @app.get("/changes/{run_id}/sites", response_class=HTMLResponse)
+    async def change_sites(request: Request, run_id: str) -> HTMLResponse:
+        """The polled part of a change preview; 286 tells htmx to stop polling once the run has ended."""
+        who = principal(request)
+        ctx = await thread(change_view, who, run_id)
+        response = render(request, "_change_sites.html", ctx)
+        if ctx["done"]:
+            response.status_code = 286
+        return response
 
     # ---- runs and rollouts -----------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """A profile change, previewed fleet-wide before anything changes: which sites it reaches and how.
 
-The edited placement policy is checked exactly as `edgefm validate` checks the file, then every site is
-resolved under the current and the edited policy (the resolver `edgefm affected` uses); a site is affected
-when its resolved profile differs, and its diff is the list of profile keys whose value changes.
+The edited placement policy is checked exactly as `edgefm validate` checks the file; the fleet service then
+previews it on the engine as a job (exactly the stacks `edgefm affected` finds, each with the edited policy in
+its workspace). Beside each affected site's planned steps the page shows its profile diff: the profile keys
+whose value changes, the site resolved under the current and the edited policy.
 """
 
 from __future__ import annotations
@@ -75,6 +76,19 @@ def parse_value(text: str) -> Any:
 
 def edited_policy(raw: Mapping[str, Any], layer: str, key: str, value: Any) -> PlacementPolicy:
     """The placement document with one key set in `defaults` or in one profile's `set`; checked whole."""
+    return parse_policy(_edited(raw, layer, key, value))
+
+
+def edited_text(raw: Mapping[str, Any], layer: str, key: str, value: Any) -> str:
+    """The edited placement document as YAML, what a workspace previewing the change reads."""
+    return yaml.safe_dump(_edited(raw, layer, key, value), sort_keys=False, allow_unicode=True)
+
+
+def parse_policy_text(text: str) -> PlacementPolicy:
+    return parse_policy(yaml.safe_load(text))
+
+
+def _edited(raw: Mapping[str, Any], layer: str, key: str, value: Any) -> dict[str, Any]:
     doc = copy.deepcopy(dict(raw))
     if layer == "defaults":
         target = doc.setdefault("defaults", {})
@@ -87,7 +101,7 @@ def edited_policy(raw: Mapping[str, Any], layer: str, key: str, value: Any) -> P
     if other is not None:
         _drop(target, other)
     _set(target, key, value)
-    return parse_policy(doc)
+    return doc
 
 
 def _profile_of(entry: SiteEntry, policy: PlacementPolicy) -> tuple[dict[str, Any] | None, list[str]]:

@@ -68,7 +68,17 @@ STRATEGY_FIELDS = {
 # by the rollout's own starter, an action the rollout's state does not allow.
 REFUSALS: tuple[type[Exception], ...] = (LookupError, PermissionError, ValueError)
 
-# Journal event kinds that end a run: a preview job (`run.*`) or a rollout (`rollout.*`).
+
+def drift_line(entry: Mapping[str, Any]) -> str:
+    """A drifted resource as the pages show it: `Kind/name: changed, properties`."""
+    kind = str(entry.get("type", "")).rsplit(":", 1)[-1]
+    name = str(entry.get("urn", "")).rsplit("::", 1)[-1]
+    keys = ", ".join(str(k) for k in entry.get("keys") or []) or str(entry.get("op", "changed"))
+    return f"{kind}/{name}: {keys}"
+
+
+# Journal event kinds that end a run: a batch job (`run.*`: previews, drift checks, change previews) or a
+# rollout (`rollout.*`).
 TERMINAL_KINDS = frozenset(
     {"run.succeeded", "run.failed", "run.aborted", "rollout.succeeded", "rollout.failed", "rollout.aborted"}
 )
@@ -155,6 +165,58 @@ class SiteRunView(Protocol):
     def error(self) -> str | None: ...
 
 
+class SiteSummaryView(Protocol):
+    """One stack at a glance, as the fleet service reads it for the whole fleet in one go: its newest run, its
+    newest judged preview (preview, update, check) with the guardrail findings, and its newest drift check."""
+
+    @property
+    def last_run(self) -> SiteRunView | None: ...
+    @property
+    def last_preview(self) -> SiteRunView | None: ...
+    @property
+    def advisories(self) -> Sequence[str]: ...
+    # The drifted resources its newest drift check found (urn, type, op, keys); none after a reconcile.
+    @property
+    def drift(self) -> Sequence[Mapping[str, Any]]: ...
+    # When that check ended; None: never checked.
+    @property
+    def drift_checked_at(self) -> datetime | None: ...
+
+
+class ChangeSiteView(Protocol):
+    """One stack a previewed change affects: why, its preview's site run, and its planned steps once done."""
+
+    @property
+    def stack(self) -> str: ...
+    @property
+    def run(self) -> SiteRunView: ...
+    @property
+    def reasons(self) -> Sequence[str]: ...
+    @property
+    def steps(self) -> Sequence[Mapping[str, Any]]: ...
+    @property
+    def advisories(self) -> Sequence[str]: ...
+
+
+class ChangePreviewView(Protocol):
+    """A placement edit previewed on the engine before it is made: the edit, the run's state, the stacks."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def actor(self) -> str: ...
+    @property
+    def change(self) -> str: ...
+    @property
+    def placement(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def sites(self) -> Sequence[ChangeSiteView]: ...
+
+
 @dataclass(frozen=True)
 class PreviewRecord:
     """A site run's preview as journaled: planned steps (`urn`, `op`, changed `keys`) and guardrail advisories."""
@@ -179,8 +241,8 @@ class AuditEntryView(Protocol):
 class FleetServiceAPI(Protocol):
     """The fleet operations service (edgefm.ops.service.FleetService): jobs, journal and audit.
 
-    The service audits the actions it runs (rollout.*, preview.start), refusals included; the portal audits
-    what only it sees (sign-in, onboarding, change previews, its own refusals)."""
+    The service audits the actions it runs (rollout.*, preview.start, drift.start, change.preview), refusals
+    included; the portal audits what only it sees (sign-in, onboarding, its own refusals)."""
 
     def start_rollout(self, strategy: Any, actor: str) -> str: ...
     def approve(self, rollout_id: str, actor: str) -> None: ...
@@ -188,10 +250,17 @@ class FleetServiceAPI(Protocol):
     def resume(self, rollout_id: str, actor: str) -> None: ...
     def abort(self, rollout_id: str, actor: str) -> None: ...
     def start_preview(self, stacks: list[str], actor: str) -> str: ...
+    def start_drift(self, stacks: list[str], actor: str) -> str: ...
+    def start_change_preview(self, placement: str, change: str, actor: str) -> str: ...
+    def change_preview(self, run_id: str) -> ChangePreviewView | None: ...
     def events(self, run_id: str, after_seq: int = 0) -> Sequence[EventView]: ...
     def rollouts(self) -> Sequence[RolloutView]: ...
     def rollout(self, rollout_id: str) -> RolloutView | None: ...
     def site_runs(self, stack: str) -> Sequence[SiteRunView]: ...
+    # Every stack's summary in one read (the inventory's: one query for the fleet, not one per site).
+    def site_summaries(self, stacks: list[str] | None = None) -> Mapping[str, SiteSummaryView]: ...
+    # A stack's outputs after its newest update, secret outputs masked; None when none was recorded.
+    def outputs(self, stack: str) -> Mapping[str, Any] | None: ...
     def audit(self, actor: str, action: str, target: str, result: str) -> None: ...
     def audit_log(self, limit: int) -> Sequence[AuditEntryView]: ...
 
@@ -210,7 +279,8 @@ Health = Literal["healthy", "degraded", "unreachable", "unknown"]
 
 @dataclass(frozen=True)
 class SiteStatus:
-    """What a site's own cluster says: health of the workloads edgefm manages, drift, the served model."""
+    """What a site's own cluster says: health of the workloads edgefm manages, the served model, and drift when
+    the watcher detects it itself (the journal's drift checks take precedence: `SiteSummaryView`)."""
 
     health: Health = "unknown"
     detail: str = ""

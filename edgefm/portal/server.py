@@ -44,9 +44,10 @@ def strategy_factory() -> StrategyFactory:
     return cast(StrategyFactory, module.RolloutStrategy.model_validate)
 
 
-def fleet_service(database: str | None, repo: Path) -> FleetServiceAPI:
+def fleet_service(database: str | None, repo: Path, lab_dir: Path | None = None) -> FleetServiceAPI:
     """The fleet operations service (queue, workers, journal) for this checkout, on `database`, else
-    $EDGEFM_DATABASE_URL, else the embedded PostgreSQL (the fleet service's own rule)."""
+    $EDGEFM_DATABASE_URL, else the embedded PostgreSQL (the fleet service's own rule); its jobs run against the
+    fleet lab in `lab_dir` when given."""
     try:
         module = importlib.import_module(SERVICE_MODULE)
         databases = importlib.import_module(DATABASE_MODULE)
@@ -57,7 +58,7 @@ def fleet_service(database: str | None, repo: Path) -> FleetServiceAPI:
             f"the fleet operations service ({SERVICE_MODULE}) is not in this checkout: the portal starts no "
             "long operation itself and needs its queue and journal"
         ) from None
-    return cast(FleetServiceAPI, module.FleetService(databases.database_url(database), repo))
+    return cast(FleetServiceAPI, module.FleetService(databases.database_url(database), repo, lab_dir=lab_dir))
 
 
 def registry_source() -> RegistrySource:

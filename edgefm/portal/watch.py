@@ -2,7 +2,8 @@
 
 Asking thousands of clusters cannot happen while a page renders; `PolledStatus` keeps the last answer per
 stack (with when it was taken) and the inventory shows it. The probe for the fleet lab reads each site's own
-Kubernetes API through `edgefm.ops.lab` (workloads available, pods pending).
+Kubernetes API through `edgefm.ops.lab` (workloads available, pods pending). Drift is not a probe's: the pages
+read it from the journal's drift checks, for the whole fleet at once.
 """
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edgefm.portal.contracts import FleetServiceAPI, SiteStatus
+from edgefm.portal.contracts import SiteStatus
 
 Probe = Callable[[str], SiteStatus]
 _EPOCH = datetime.min.replace(tzinfo=UTC)
@@ -73,44 +73,6 @@ def status_of_cluster(cluster: Any) -> SiteStatus:
     if bad or pending:
         return SiteStatus("degraded", "; ".join([*bad, *pending])[:500], (), None, now)
     return SiteStatus("healthy", ready, (), None, now)
-
-
-DRIFT_OPERATIONS = ("drift", "reconcile")
-
-
-def journal_drift(service: FleetServiceAPI) -> Callable[[str], tuple[str, ...]]:
-    """A stack's drift as its latest drift check journaled it: the fleet service's `drift` runs (a refresh in
-    preview-only mode) report each drifted resource in their `site.succeeded` event; a later `reconcile` run
-    put it back, so it clears the flag."""
-
-    def drift(stack: str) -> tuple[str, ...]:
-        runs = [r for r in service.site_runs(stack) if r.operation in DRIFT_OPERATIONS and r.state == "succeeded"]
-        latest = max(runs, key=lambda r: r.finished_at or r.started_at or _EPOCH, default=None)
-        if latest is None or latest.operation == "reconcile":
-            return ()
-        for event in service.events(latest.run_id):
-            if event.stack == stack and event.kind == "site.succeeded":
-                return tuple(_drift_line(entry) for entry in event.data.get("drift") or [])
-        return ()
-
-    return drift
-
-
-def _drift_line(entry: Mapping[str, Any]) -> str:
-    kind = str(entry.get("type", "")).rsplit(":", 1)[-1]
-    name = str(entry.get("urn", "")).rsplit("::", 1)[-1]
-    keys = ", ".join(str(k) for k in entry.get("keys") or []) or str(entry.get("op", "changed"))
-    return f"{kind}/{name}: {keys}"
-
-
-def with_drift(probe: Probe, drift: Callable[[str], tuple[str, ...]]) -> Probe:
-    """A probe whose answers also carry the stack's journaled drift."""
-
-    def combined(stack: str) -> SiteStatus:
-        status = probe(stack)
-        return replace(status, drift=drift(stack), checked_at=status.checked_at or datetime.now(UTC))
-
-    return combined
 
 
 def lab_probe(repo: Path) -> Probe:

@@ -20,7 +20,7 @@ from edgefm.portal.contracts import SiteStatus
 from edgefm.portal.fleetview import FleetView
 from edgefm.portal.registry_view import ModelRow, VersionRow
 from edgefm.portal.settings import PortalSettings
-from tests.portal.fakes import InMemoryFleetService, OpsStrategy, RecordedOutputs
+from tests.portal.fakes import InMemoryFleetService, OpsStrategy
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORDS = {u: f"demo-{u}" for u in ("alice", "olga", "arno", "vic")}
@@ -68,7 +68,7 @@ class PortalUnderTest:
 
 def build_portal(repo: Path, step_s: float = 0.05, failing: set[str] | None = None) -> PortalUnderTest:
     labels = {stack: e.labels for stack, e in FleetView(repo).sites().items()}
-    service = InMemoryFleetService(labels, step_s=step_s, failing=failing)
+    service = InMemoryFleetService(labels, step_s=step_s, failing=failing, repo=repo)
     status = FakeStatus()
     settings = PortalSettings(
         repo=repo,
@@ -87,7 +87,6 @@ def build_portal(repo: Path, step_s: float = 0.05, failing: set[str] | None = No
         load_users(settings.users_file),
         strategy=OpsStrategy.model_validate,
         previews=service,
-        outputs=RecordedOutputs(),
     )
     return PortalUnderTest(app, repo, service, status, settings)
 

@@ -8,12 +8,14 @@ see that the portal redacts it.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,6 +53,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
 @dataclass
 class Group:
     name: str
@@ -86,6 +91,45 @@ class SiteRun:
     finished_at: datetime | None
     changes: Mapping[str, int]
     error: str | None = None
+    drift: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class SiteSummary:
+    last_run: SiteRun | None = None
+    last_preview: SiteRun | None = None
+    advisories: tuple[str, ...] = ()
+    drift: tuple[Mapping[str, Any], ...] = ()
+    drift_checked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ChangeSite:
+    run: SiteRun
+    reasons: list[str]
+    steps: Sequence[Mapping[str, Any]]
+    advisories: list[str]
+
+    @property
+    def stack(self) -> str:
+        return self.run.stack
+
+
+@dataclass
+class ChangeRun:
+    id: str
+    actor: str
+    change: str
+    placement: str
+    state: str = "running"
+    message: str = ""
+    reasons: dict[str, list[str]] = field(default_factory=dict)
+
+    sites: list[ChangeSite] = field(default_factory=list)
+
+
+def _step(stack: str, kind: str, name: str, keys: list[str]) -> dict[str, Any]:
+    return {"urn": f"urn:pulumi:{stack}::edgefm::{kind}::{name}", "type": kind, "op": "update", "keys": keys}
 
 
 @dataclass(frozen=True)
@@ -122,8 +166,14 @@ class InMemoryFleetService:
         labels: Mapping[str, Mapping[str, str]] | None = None,
         step_s: float = 0.05,
         failing: set[str] | None = None,
+        repo: Path | None = None,
     ) -> None:
         self.labels = dict(labels or {})
+        self.repo = repo
+        # What a drift check of a stack finds (resources as the engine reports them); a test sets it.
+        self.drifted: dict[str, list[dict[str, Any]]] = {}
+        self._outputs: dict[str, dict[str, Any]] = {}
+        self._changes: dict[str, ChangeRun] = {}
         self.step_s = step_s
         self.failing = set(failing or ())
         self._lock = threading.Condition()
@@ -161,6 +211,36 @@ class InMemoryFleetService:
     def preview_of(self, site_run_id: str) -> PreviewRecord | None:
         with self._lock:
             return self._previews.get(site_run_id)
+
+    def site_summaries(self, stacks: list[str] | None = None) -> dict[str, SiteSummary]:
+        """The journal's answer, worked out from each stack's runs (newest by start time)."""
+        with self._lock:
+            out = {}
+            for stack, runs in self._runs.items():
+                if stacks is not None and stack not in stacks:
+                    continue
+                ordered = sorted(runs, key=lambda r: r.started_at or _EPOCH, reverse=True)
+                judged = [
+                    r for r in ordered if r.operation in ("preview", "update", "check") and r.id in self._previews
+                ]
+                checks = [r for r in ordered if r.operation in ("drift", "reconcile") and r.state == "succeeded"]
+                check = checks[0] if checks else None
+                out[stack] = SiteSummary(
+                    ordered[0],
+                    judged[0] if judged else None,
+                    tuple(self._previews[judged[0].id].advisories) if judged else (),
+                    check.drift if check is not None and check.operation == "drift" else (),
+                    check.finished_at if check is not None else None,
+                )
+            return out
+
+    def outputs(self, stack: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._outputs.get(stack)
+
+    def record_update(self, stack: str, actor: str = "olga") -> None:
+        """A finished update of the stack, as if a rollout had run it (outputs recorded)."""
+        self._site(f"update-{uuid.uuid4().hex[:8]}", stack, "update", actor)
 
     def audit(self, actor: str, action: str, target: str, result: str) -> None:
         with self._lock:
@@ -213,6 +293,13 @@ class InMemoryFleetService:
             None if ok else "update: Deployment triton did not become available",
         )
         self.add_run(run, preview)
+        if ok and operation == "update":
+            with self._lock:
+                # A worker masks secret outputs; this one leaves one in, for the portal's own redaction to catch.
+                self._outputs[stack] = {
+                    "tritonEndpoint": f"http://triton.{stack}.svc:8000",
+                    "registrySecretKey": SECRET_VALUE,
+                }
         verdict = "ok" if ok else f"failed: {run.error}"
         self._emit(
             run_id,
@@ -239,6 +326,80 @@ class InMemoryFleetService:
         threading.Thread(target=work, daemon=True).start()
         self.audit(actor, "preview.start", run_id, f"queued: {len(stacks)} stack(s)")
         return run_id
+
+    def start_drift(self, stacks: list[str], actor: str) -> str:
+        if not stacks:
+            self.audit(actor, "drift.start", "", "refused: no stacks to drift")
+            raise ValueError("no stacks to drift")
+        run_id = f"drift-{uuid.uuid4().hex[:8]}"
+        self._emit(run_id, "drift.created", None, f"drift of {len(stacks)} stack(s) by {actor}")
+
+        def work() -> None:
+            for stack in stacks:
+                self._emit(run_id, "site.started", stack, f"{stack}: drift started")
+                time.sleep(self.step_s)
+                drift = tuple(self.drifted.get(stack, []))
+                at = _now()
+                run = SiteRun(f"{run_id}:{stack}:1", run_id, stack, "drift", "succeeded", at, at, {}, None, drift)
+                self.add_run(run)
+                self._emit(run_id, "site.succeeded", stack, f"{stack}: succeeded", {"drift": list(drift)})
+            self._emit(run_id, "run.succeeded", None, f"{len(stacks)} of {len(stacks)} stack(s) succeeded")
+
+        threading.Thread(target=work, daemon=True).start()
+        self.audit(actor, "drift.start", run_id, f"queued: {len(stacks)} stack(s)")
+        return run_id
+
+    def start_change_preview(self, placement: str, change: str, actor: str) -> str:
+        """Affected stacks as `edgefm.ops.affected` finds them; each "previewed" after `step_s`."""
+        from edgefm.ops.affected import affected_by_placement
+
+        assert self.repo is not None, "the fake needs the checkout to find the affected stacks"
+        run_id = f"change-{uuid.uuid4().hex[:8]}"
+        run = ChangeRun(run_id, actor, change, placement)
+        with self._lock:
+            self._changes[run_id] = run
+        self._emit(run_id, "change.created", None, f"change of 0 stack(s) by {actor}")
+
+        def work() -> None:
+            assert self.repo is not None
+            affected = affected_by_placement(self.repo, placement)
+            run.reasons = affected.reasons
+            started = _now()
+            with self._lock:
+                run.sites = [
+                    ChangeSite(
+                        SiteRun(f"{run_id}:{s}:1", run_id, s, "change-preview", "running", None, None, {}),
+                        affected.reasons[s],
+                        [],
+                        [],
+                    )
+                    for s in affected.stacks
+                ]
+            self._emit(run_id, "change.affected", None, f"{len(affected.stacks)} stack(s) affected")
+            for i, stack in enumerate(affected.stacks):
+                time.sleep(self.step_s)
+                steps = [_step(stack, "kubernetes:apps/v1:Deployment", "triton", ["spec.template.spec.containers"])]
+                done = SiteRun(
+                    f"{run_id}:{stack}:1", run_id, stack, "change-preview", "succeeded", started, _now(), {"update": 1}
+                )
+                with self._lock:
+                    run.sites[i] = ChangeSite(done, affected.reasons[stack], steps, ["[labels-present] advisory"])
+                self._emit(run_id, "site.succeeded", stack, f"{stack}: succeeded")
+            with self._lock:
+                run.state = "succeeded"
+                run.message = f"{len(affected.stacks)} of {len(affected.stacks)} stack(s) succeeded"
+            self._emit(run_id, "run.succeeded", None, run.message)
+
+        threading.Thread(target=work, daemon=True).start()
+        self.audit(actor, "change.preview", run_id, f"queued: {change}")
+        return run_id
+
+    def change_preview(self, run_id: str) -> ChangeRun | None:
+        with self._lock:
+            run = self._changes.get(run_id)
+            if run is None:
+                return None
+            return dataclasses.replace(run, sites=list(run.sites))
 
     # -- rollouts -------------------------------------------------------------------------------------
 
@@ -398,10 +559,3 @@ class InMemoryFleetService:
                 return r.state
             time.sleep(0.02)
         raise TimeoutError(f"{rollout_id} stayed {self._rollouts[rollout_id].state}")
-
-
-class RecordedOutputs:
-    """Stack outputs as a fleet service would record them after an update (one secret, masked or not)."""
-
-    def outputs(self, stack: str) -> Mapping[str, Any] | None:
-        return {"tritonEndpoint": f"http://triton.{stack}.svc:8000", "registrySecretKey": SECRET_VALUE}

@@ -90,6 +90,8 @@ def test_site_page_shows_who_set_each_value_and_no_secret(client_for: Client, po
     assert run.status_code == 303
     run_id = run.headers["location"].rsplit("/", 1)[1]
     _wait_events(portal, run_id, "run.succeeded")
+    assert "Not recorded yet" in client.get("/sites/site-bridge-south").text  # a preview records no outputs
+    portal.service.record_update("site-bridge-south")
     page = client.get("/sites/site-bridge-south").text
 
     def source(key: str) -> str:
@@ -207,29 +209,75 @@ def test_onboarding_commits_on_a_branch_and_previews(client_for: Client, portal:
     assert "site-bridge-east" in client.get("/").text
 
 
-def test_change_preview_names_exactly_the_affected_sites(client_for: Client, portal: PortalUnderTest) -> None:
-    client = client_for("vic")
+def test_change_preview_is_a_job_over_exactly_the_affected_sites(client_for: Client, portal: PortalUnderTest) -> None:
+    client = client_for("olga")
     before = (portal.repo / "policies" / "placement.yaml").read_text()
     data = {"layer": "defaults", "key": "model.version", "value": '"1.2.0"', "csrftoken": csrf_of(client)}
-    page = client.post("/changes", data=data).text
+    queued = client.post("/changes", data=data, follow_redirects=False)
+    # The page answers at once with the run; the preview runs as a job.
+    assert queued.status_code == 303, queued.text
+    run_id = queued.headers["location"].rsplit("/", 1)[1]
+    _wait_events(portal, run_id, "run.succeeded")
+    page = client.get(f"/changes/{run_id}").text
     affected = re.findall(r'<section class="site-change" data-stack="([^"]+)"', page)
     # The canary profile pins 1.1.0 for bridge-south, so the default reaches only the other three.
     assert affected == ["site-bridge-north", "site-harbor-ocp", "site-viaduct-cpu"]
-    assert "3 site(s) affected, 1 unchanged" in page
+    assert "3 site(s) affected, 3 previewed" in page and "defaults: model.version = &#34;1.2.0&#34;" in page
     north = page.split('data-stack="site-bridge-north"')[1].split("</section>")[0]
     assert (
         '<td>model.version</td><td class="before"><code>"1.0.0"</code></td><td class="after"><code>"1.2.0"</code>'
         in north
     )
+    assert "Deployment::triton" in north and "resolved profile changed" in north  # its resource diff, and why
+    # The polled fragment tells htmx to stop once the run has ended.
+    assert client.get(f"/changes/{run_id}/sites").status_code == 286
     assert (portal.repo / "policies" / "placement.yaml").read_text() == before  # nothing changed
     profile = {"layer": "gpu", "key": "serving.replicas", "value": "3", "csrftoken": csrf_of(client)}
-    gpu = re.findall(r'data-stack="([^"]+)"', client.post("/changes", data=profile).text)
+    quiet = client.post("/changes", data=profile, follow_redirects=False).headers["location"].rsplit("/", 1)[1]
+    _wait_events(portal, quiet, "run.succeeded")
     # bridge-south overrides serving.replicas itself; production's replicas outrank the gpu profile's.
-    assert [s for s in gpu if s.startswith("site-")] == []
+    assert "0 site(s) affected" in client.get(f"/changes/{quiet}").text
     bad = client.post("/changes", data={**data, "value": '"latest"'})
     assert bad.status_code == 422 and "floats; pin an exact version" in bad.text
     unknown = client.post("/changes", data={**data, "key": "serving.colour"})
     assert unknown.status_code == 422 and "not a profile key" in unknown.text
+    # Previewing on the engine is an operator's action: a viewer sees the form and is refused the job.
+    viewer = client_for("vic")
+    refused = viewer.post("/changes", data={**data, "csrftoken": csrf_of(viewer)})
+    assert refused.status_code == 403 and "vic is not operator" in refused.text
+    assert viewer.get(f"/changes/{run_id}").status_code == 200
+
+
+def test_drift_check_from_the_portal_flags_the_site(client_for: Client, portal: PortalUnderTest) -> None:
+    portal.service.drifted["site-viaduct-cpu"] = [
+        {
+            "urn": "urn:pulumi:site-viaduct-cpu::edgefm::kubernetes:core/v1:ConfigMap::triton-config",
+            "type": "kubernetes:core/v1:ConfigMap",
+            "op": "update",
+            "keys": ["data"],
+        }
+    ]
+    olga, vic = client_for("olga"), client_for("vic")
+    assert 'id="check-drift"' not in vic.get("/").text
+    assert vic.post("/drift", data={"csrftoken": csrf_of(vic)}).status_code == 403
+    queued = olga.post("/drift", data={"selector": "tier=production", "csrftoken": csrf_of(olga)})
+    run_id = queued.url.path.rsplit("/", 1)[1]
+    _wait_events(portal, run_id, "run.succeeded")
+    assert sorted(e.stack for e in portal.service.events(run_id) if e.kind == "site.succeeded") == [
+        "site-bridge-north",
+        "site-harbor-ocp",
+    ]
+    site = olga.post("/sites/site-viaduct-cpu/drift", data={"csrftoken": csrf_of(olga)}, follow_redirects=False)
+    assert site.status_code == 303
+    _wait_events(portal, site.headers["location"].rsplit("/", 1)[1], "run.succeeded")
+    page = vic.get("/").text
+    viaduct = page.split('data-stack="site-viaduct-cpu"')[1].split("</tr>")[0]
+    north = page.split('data-stack="site-bridge-north"')[1].split("</tr>")[0]
+    south = page.split('data-stack="site-bridge-south"')[1].split("</tr>")[0]
+    assert "drifted (1)" in viaduct and "ConfigMap/triton-config: data" in viaduct
+    assert '<span class="badge ok">none</span>' in north  # checked, nothing drifted
+    assert '<td class="drift">-</td>' in south  # never checked
+    assert "ConfigMap/triton-config: data" in vic.get("/sites/site-viaduct-cpu").text
 
 
 def test_canary_rollout_with_approval_and_live_events(client_for: Client, portal: PortalUnderTest) -> None:

@@ -51,37 +51,3 @@ def test_cluster_status_maps_to_health() -> None:
     degraded = status_of_cluster(Cluster(workloads=[Workload("Deployment", "triton", "1/2", False)], pending=["ft-0"]))
     assert degraded.health == "degraded" and "Deployment/triton 1/2" in degraded.detail and "ft-0" in degraded.detail
     assert status_of_cluster(Cluster(healthy=False)).health == "unreachable"
-
-
-def test_drift_comes_from_the_latest_drift_check_and_a_reconcile_clears_it() -> None:
-    from datetime import UTC, datetime, timedelta
-
-    from edgefm.portal.watch import journal_drift, with_drift
-    from tests.portal.fakes import InMemoryFleetService, SiteRun
-
-    service = InMemoryFleetService()
-    t0 = datetime.now(UTC)
-    drift = journal_drift(service)
-    assert drift("site-a") == ()
-    service.add_run(SiteRun("d1:site-a", "d1", "site-a", "drift", "succeeded", t0, t0, {"update": 1}))
-    service._emit(
-        "d1",
-        "site.succeeded",
-        "site-a",
-        "site-a: ok",
-        {
-            "drift": [
-                {
-                    "urn": "urn:pulumi:site-a::edgefm::kubernetes:apps/v1:Deployment::triton",
-                    "type": "kubernetes:apps/v1:Deployment",
-                    "op": "update",
-                    "keys": ["spec.replicas"],
-                }
-            ]
-        },
-    )
-    assert drift("site-a") == ("Deployment/triton: spec.replicas",)
-    assert with_drift(lambda s: SiteStatus("healthy"), drift)("site-a").drift == ("Deployment/triton: spec.replicas",)
-    later = t0 + timedelta(seconds=5)
-    service.add_run(SiteRun("r1:site-a", "r1", "site-a", "reconcile", "succeeded", later, later, {"update": 1}))
-    assert drift("site-a") == ()
