@@ -43,6 +43,7 @@ from edgefm.ops.journal import (
     Batch,
     Event,
     Journal,
+    SiteRunRecord,
     SiteRunRow,
 )
 from edgefm.ops.queue import (
@@ -163,7 +164,7 @@ class ChangePreviewView:
     sites: list[ChangeSiteView]
 
 
-def _site_view(row: SiteRunRow) -> SiteRunView:
+def _site_view(row: SiteRunRow | SiteRunRecord) -> SiteRunView:
     return SiteRunView(
         row.id,
         row.run_id,

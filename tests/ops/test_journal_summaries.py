@@ -176,7 +176,8 @@ def test_migration_0002_keeps_the_runs_already_journaled(journal: Journal) -> No
     old.close()
     upgraded = Journal(url)
     summary = upgraded.site_summaries()["site-a"]
-    assert summary.last_run is not None and summary.last_run.id == "r1:site-a:1" and summary.last_run.outputs is None
+    assert summary.last_run is not None and summary.last_run.id == "r1:site-a:1" and summary.last_run.drift is None
+    assert upgraded.outputs("site-a") is None
     upgraded.close()
     command.downgrade(_migrations_config(url), "0001")
     with upgraded.engine.connect() as conn:

@@ -263,7 +263,7 @@ def test_drift_check_from_the_portal_flags_the_site(client_for: Client, portal: 
     queued = olga.post("/drift", data={"selector": "tier=production", "csrftoken": csrf_of(olga)})
     run_id = queued.url.path.rsplit("/", 1)[1]
     _wait_events(portal, run_id, "run.succeeded")
-    assert sorted(e.stack for e in portal.service.events(run_id) if e.kind == "site.succeeded") == [
+    assert sorted(str(e.stack) for e in portal.service.events(run_id) if e.kind == "site.succeeded") == [
         "site-bridge-north",
         "site-harbor-ocp",
     ]
