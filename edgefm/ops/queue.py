@@ -203,9 +203,8 @@ def run_change(journal: Journal, app: App, run_id: str) -> None:
         batch.run_updates.append({"k_id": run_id, "state": SUCCEEDED, "finished_at": time.time(), "message": message})
         batch.event(run_id, "run.succeeded", message, trusted=True)
     journal.write(batch)
-    with app.open():
-        for task in tasks:
-            defer_site(app, task, context)
+    for task in tasks:  # inside a worker: its app is open already
+        defer_site(app, task, context)
 
 
 def queue_site_runs(batch: Batch, run_id: str, stacks: list[str], operation: str, actor: str) -> list[SiteTask]:

@@ -160,3 +160,50 @@ def test_event_data_is_redacted(service: FleetService) -> None:
     service.journal.write(batch)
     data = service.events(rollout_id, after_seq=1)[0].data
     assert data == {"kubeconfig": "[secret]", "endpoint": "x", "nested": {"secretAccessKey": "[secret]", "ok": 1}}
+
+
+def test_a_change_preview_queues_a_preview_of_exactly_the_affected_stacks(service: FleetService) -> None:
+    """The change job as a worker runs it: the stacks the edit affects get a site job each, with the edited policy
+    to overlay in their workspace; an edit that affects nothing ends the run at once."""
+    import json
+
+    import yaml
+
+    from edgefm.ops.queue import run_change
+
+    placement = (ROOT / "policies" / "placement.yaml").read_text()
+    doc = yaml.safe_load(placement)
+    doc["defaults"]["model"]["version"] = "1.2.0"
+    edited = yaml.safe_dump(doc, sort_keys=False)
+    run_id = service.start_change_preview(edited, "defaults: model.version = 1.2.0", "ana")
+    with service.app.open():
+        run_change(service.journal, service.app, run_id)
+    view = service.change_preview(run_id)
+    assert view is not None and view.state == "running"
+    affected = ["site-bridge-north", "site-harbor-ocp", "site-viaduct-cpu"]  # the canary pins its own version
+    assert [(c.stack, c.run.operation, c.reasons) for c in view.sites] == [
+        (s, "change-preview", ["resolved profile changed (policies/placement.yaml)"]) for s in affected
+    ]
+    with service.journal.engine.connect() as conn:
+        jobs = conn.execute(
+            text("SELECT lock, args FROM procrastinate_jobs WHERE task_name = 'edgefm:edgefm.site' ORDER BY lock")
+        ).all()
+    assert [lock for lock, _ in jobs] == [f"stack:{s}" for s in affected]
+    for _, args in jobs:
+        args = args if isinstance(args, dict) else json.loads(args)
+        assert args["task"]["operation"] == "change-preview"
+        assert args["context"]["overlay"] == {"policies/placement.yaml": edited}
+    assert (ROOT / "policies" / "placement.yaml").read_text() == placement
+    # Nothing affected: the run ends as it starts.
+    quiet = service.start_change_preview(placement, "no change", "ana")
+    with service.app.open():
+        run_change(service.journal, service.app, quiet)
+    done = service.change_preview(quiet)
+    assert done is not None and done.state == "succeeded" and done.sites == []
+    assert done.message == "the change affects no stack"
+    # An edit that does not load is refused by the job, with the loader's message.
+    broken = service.start_change_preview("profiles: [", "broken", "ana")
+    with service.app.open():
+        run_change(service.journal, service.app, broken)
+    failed = service.change_preview(broken)
+    assert failed is not None and failed.state == "failed" and "does not load" in failed.message

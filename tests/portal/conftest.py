@@ -1,10 +1,14 @@
 """A portal over a copy of the sample fleet (its own git repository), the in-memory fleet service, and
-helpers to sign in as the demo users."""
+helpers to sign in as the demo users; a real PostgreSQL (the embedded server) for the tests over the fleet
+service."""
 
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
+import tempfile
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -12,8 +16,10 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
 from starlette.types import ASGIApp
 
+from edgefm.ops.database import EmbeddedPostgres
 from edgefm.portal.access import Access, load_access, load_users
 from edgefm.portal.app import create_app
 from edgefm.portal.contracts import SiteStatus
@@ -133,3 +139,30 @@ def client_for(portal: PortalUnderTest) -> Iterator[Callable[[str], TestClient]]
     yield make
     for c in clients:
         c.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """The embedded PostgreSQL in a private data directory on 127.0.0.1, stopped after the session."""
+    # Not below pytest's tmp dirs: those are private to root, and the server runs as the postgres user there.
+    data = Path(tempfile.mkdtemp(prefix="edgefm-portal-pg-", dir="/tmp"))
+    data.chmod(0o755)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = EmbeddedPostgres(data, port)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def new_database(postgres: str) -> str:
+    """A database of its own on the session's server."""
+    name = f"p{uuid.uuid4().hex[:10]}"
+    admin = create_engine(postgres.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return postgres.rsplit("/", 1)[0] + f"/{name}"

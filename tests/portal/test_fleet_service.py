@@ -10,9 +10,6 @@ service's. Workers running these jobs on the real engine: tests/portal/test_engi
 from __future__ import annotations
 
 import re
-import shutil
-import socket
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,41 +18,21 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from edgefm.ops import database as ops_database
 from edgefm.ops import service as ops_service
 from edgefm.ops.controller import SiteOutcome, site_outcome_rows
 from edgefm.ops.journal import Batch
 from edgefm.ops.queue import queue_site_runs
 from edgefm.portal.server import build
 from edgefm.portal.settings import PortalSettings
-from tests.portal.conftest import csrf_of, make_repo, sign_in
+from tests.portal.conftest import csrf_of, make_repo, new_database, sign_in
 
 SITES = ["site-bridge-north", "site-bridge-south", "site-harbor-ocp", "site-viaduct-cpu"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="module")
-def database() -> Iterator[str]:
-    data = Path(tempfile.mkdtemp(prefix="edgefm-portal-pg-", dir="/tmp"))
-    data.chmod(0o755)
-    server = ops_database.EmbeddedPostgres(data, _free_port())
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-        shutil.rmtree(data, ignore_errors=True)
-
-
 @pytest.fixture
-def portal(database: str, tmp_path: Path) -> Iterator[tuple[TestClient, TestClient, Any]]:
+def portal(postgres: str, tmp_path: Path) -> Iterator[tuple[TestClient, TestClient, Any]]:
     repo = make_repo(tmp_path / "fleet")
-    service = ops_service.FleetService(database, repo)
+    service = ops_service.FleetService(new_database(postgres), repo)
     settings = PortalSettings(
         repo=repo, access_file=repo / "portal" / "access.yaml", users_file=repo / "portal" / "users.demo.yaml"
     )

@@ -3,25 +3,19 @@ real fleet service it reads the journal in a fixed number of queries, however ma
 
 from __future__ import annotations
 
-import shutil
-import socket
 import statistics
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
-from edgefm.ops.database import EmbeddedPostgres
 from edgefm.ops.service import FleetService
 from edgefm.portal.app import server_ms
 from edgefm.portal.server import build
 from edgefm.portal.settings import PortalSettings
 from tests.portal.bigfleet import big_fleet, journal_history, write_sites
-from tests.portal.conftest import make_repo, sign_in
+from tests.portal.conftest import make_repo, new_database, sign_in
 
 
 def test_inventory_of_1000_sites_renders_within_200_ms(tmp_path: Path) -> None:
@@ -42,27 +36,12 @@ def test_inventory_of_1000_sites_renders_within_200_ms(tmp_path: Path) -> None:
     assert 0 < filtered.text.count('<tr data-stack="') < 1000
 
 
-@pytest.fixture(scope="module")
-def database() -> Iterator[str]:
-    data = Path(tempfile.mkdtemp(prefix="edgefm-portal-scale-pg-", dir="/tmp"))
-    data.chmod(0o755)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = EmbeddedPostgres(data, port)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-        shutil.rmtree(data, ignore_errors=True)
-
-
-def test_inventory_over_postgresql_reads_the_journal_in_one_query(database: str, tmp_path: Path) -> None:
+def test_inventory_over_postgresql_reads_the_journal_in_one_query(postgres: str, tmp_path: Path) -> None:
     """1,000 sites with five journaled runs each: the page makes one journal query, and shows what the journal
     holds for every site (last run, guardrail findings, drift)."""
     repo = make_repo(tmp_path / "fleet")
     stacks = write_sites(repo, 996)
-    service = FleetService(database, repo)
+    service = FleetService(new_database(postgres), repo)
     journal_history(service.journal, stacks)
     statements: list[str] = []
 
