@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from edgefm.ops.controller import SiteOutcome, SiteTask, site_outcome_rows
+from edgefm.ops.controller import SiteOutcome, site_outcome_rows
 from edgefm.ops.journal import DRIFT_OPERATIONS, FAILED, PREVIEW_OPERATIONS, SUCCEEDED, Batch, Journal
 from edgefm.ops.queue import queue_site_runs
 
