@@ -7,7 +7,6 @@ events reach the page over SSE through htmx. Screenshots of the main pages go to
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -18,25 +17,13 @@ from typing import Any
 
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from edgefm.portal.contracts import SiteStatus
-from tests.portal.conftest import PASSWORDS, PortalUnderTest, build_portal, make_repo
+from tests.portal.browsing import browser, free_port, serve, shots, signed_in, stop
+from tests.portal.conftest import PortalUnderTest, build_portal, make_repo
 
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is missing: run `make chromium`", pytrace=False)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-        try:
-            yield b
-        finally:
-            b.close()
+__all__ = ["browser", "shots"]  # fixtures
 
 
 @pytest.fixture
@@ -60,23 +47,6 @@ def live(tmp_path: Path) -> Iterator[tuple[PortalUnderTest, str]]:
         server.should_exit = True
         thread.join(10)
         sock.close()
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    target = Path(os.environ.get("EDGEFM_PORTAL_SCREENSHOTS") or tmp_path / "shots")
-    target.mkdir(parents=True, exist_ok=True)
-    return target
-
-
-def signed_in(browser: Browser, base: str, username: str) -> Page:
-    page = browser.new_context(viewport={"width": 1360, "height": 860}, base_url=base).new_page()
-    page.goto("/login")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORDS[username])
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/")
-    return page
 
 
 def test_onboard_a_site_and_see_its_preview(browser: Browser, live: tuple[PortalUnderTest, str], shots: Path) -> None:
@@ -181,13 +151,17 @@ def test_change_preview_registry_and_audit_pages(
     page.click("nav >> text=Change preview")
     page.fill("input[name=value]", '"1.2.0"')
     page.click("text=Preview the change")
-    expect(page.locator("#plan-summary")).to_have_text("3 site(s) affected, 1 unchanged")
+    # The page answers at once with the run, and fills in as each affected site's preview finishes.
+    page.wait_for_url(f"{base}/changes/change-*")
+    expect(page.locator("#plan-summary")).to_have_text("3 site(s) affected, 3 previewed", timeout=20_000)
+    expect(page.locator('section[data-stack="site-bridge-north"] table.resource-diff')).to_contain_text("triton")
+    expect(page.locator("section.site-change")).to_have_count(3)
     page.screenshot(path=str(shots / "change-preview.png"), full_page=True)
     page.click("nav >> text=Models")
     expect(page.locator('tr[data-version="1.1.0"]')).to_contain_text("site-bridge-south")
     page.screenshot(path=str(shots / "registry.png"), full_page=True)
     page.click("nav >> text=Audit")
-    expect(page.locator("table.audit")).to_contain_text("change-preview")
+    expect(page.locator("table.audit")).to_contain_text("change.preview")
     page.screenshot(path=str(shots / "audit.png"), full_page=True)
 
 
@@ -205,8 +179,8 @@ def test_a_reconnecting_page_resumes_where_it_was(browser: Browser, tmp_path: Pa
             resumed_from.append(headers.get(b"last-event-id", b"").decode() or after or "")
         await portal.app(scope, receive, send)
 
-    port = _free_port()
-    server = _serve(record, port)
+    port = free_port()
+    server = serve(record, port)
     base = f"http://127.0.0.1:{port}"
     try:
         page = signed_in(browser, base, "olga")
@@ -216,41 +190,14 @@ def test_a_reconnecting_page_resumes_where_it_was(browser: Browser, tmp_path: Pa
         page.wait_for_url(f"{base}/rollouts/rollout-*")
         rollout_id = page.url.rsplit("/", 1)[1]
         expect(page.locator('#events li[data-seq="4"]')).to_have_count(1, timeout=20_000)
-        _stop(server)  # the connection drops while the rollout goes on
+        stop(server)  # the connection drops while the rollout goes on
         rollout = portal.service.rollout(rollout_id)
         assert rollout is not None and rollout.state == "running"
         time.sleep(1.5)
-        server = _serve(record, port)
+        server = serve(record, port)
         expect(page.locator("#state .badge")).to_have_text("succeeded", timeout=40_000)
         seqs = [int(s) for s in page.locator("#events li").evaluate_all("els => els.map(e => e.dataset.seq)")]
         assert seqs == list(range(1, len(portal.service.events(rollout_id)) + 1))
         assert any(v.isdigit() and int(v) >= 4 for v in resumed_from), resumed_from
     finally:
-        _stop(server)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _serve(app: Any, port: int) -> tuple[uvicorn.Server, threading.Thread]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    config.timeout_graceful_shutdown = 1
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the portal did not start")
-        time.sleep(0.05)
-    return server, thread
-
-
-def _stop(running: tuple[uvicorn.Server, threading.Thread]) -> None:
-    server, thread = running
-    server.should_exit = True
-    thread.join(15)
+        stop(server)
