@@ -159,9 +159,15 @@ def _planned(
                 }
             )
         if op in CHANGE_OPS:
-            steps.append({"urn": meta.urn, "type": meta.type, "op": op, "keys": list(meta.diffs or [])})
+            steps.append({"urn": meta.urn, "type": meta.type, "op": op, "keys": changed_keys(meta)})
 
     return on_event
+
+
+def changed_keys(meta: auto.StepEventMetadata) -> list[str]:
+    """The properties a step changes: the engine's `diffs`, else the paths of its detailed diff (the Kubernetes
+    provider reports only the latter, e.g. `spec.template.spec.containers[0].image`)."""
+    return list(meta.diffs or []) or sorted(meta.detailed_diff or {})
 
 
 def engine_errors(exc: Exception) -> str:
