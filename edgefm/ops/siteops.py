@@ -302,10 +302,14 @@ def _drift(task: SiteTask, stack: auto.Stack, outcome: SiteOutcome) -> SiteOutco
             event.resource_pre_event.metadata if event.resource_pre_event else None,
             event.res_outputs_event.metadata if event.res_outputs_event else None,
         ):
-            if meta is not None and (meta.op.value in CHANGE_OPS or meta.diffs):
-                entry = {"urn": meta.urn, "type": meta.type, "op": meta.op.value, "keys": sorted(meta.diffs or [])}
-                if entry not in drifted:
-                    drifted.append(entry)
+            keys = changed_keys(meta) if meta is not None else []
+            if meta is not None and (meta.op.value in CHANGE_OPS or keys):
+                # One entry per resource: its pre and outputs events may each carry part of the detailed diff.
+                entry = next((d for d in drifted if d["urn"] == meta.urn), None)
+                if entry is None:
+                    drifted.append({"urn": meta.urn, "type": meta.type, "op": meta.op.value, "keys": sorted(keys)})
+                else:
+                    entry["keys"] = sorted(set(entry["keys"]) | set(keys))
 
     t0 = time.monotonic()
     outcome.phase = task.operation

@@ -124,10 +124,11 @@ class InventoryRow:
 
 
 def site_drift(summary: SiteSummaryView | None, status: SiteStatus) -> tuple[tuple[str, ...], bool]:
-    """A site's drift: its newest journaled drift check's, else what its cluster watcher reports."""
+    """A site's drift and whether anything looked for it: its newest journaled drift check's, else the drift
+    its cluster watcher reports (a watcher that saw none says nothing: it may not look for drift at all)."""
     if summary is not None and summary.drift_checked_at is not None:
         return tuple(drift_line(entry) for entry in summary.drift), True
-    return status.drift, status.checked_at is not None
+    return status.drift, bool(status.drift)
 
 
 def _fmt_time(value: datetime | None) -> str:
