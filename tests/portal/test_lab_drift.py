@@ -26,11 +26,15 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from edgefm.model.stacks import HUB_STACK, access_stack_names, access_stack_of
+from edgefm.ops.controller import site_outcome_rows
 from edgefm.ops.engine import Manifest, workspace_options
 from edgefm.ops.fleet import Fleet
+from edgefm.ops.journal import Batch
 from edgefm.ops.lab.kubeapi import KubeApi
 from edgefm.ops.lab.runtime import Lab, LabError
+from edgefm.ops.queue import queue_site_runs
 from edgefm.ops.service import FleetService
+from edgefm.ops.siteops import SiteContext, run_site
 from edgefm.portal.server import build
 from edgefm.portal.settings import PortalSettings
 from edgefm.portal.watch import PolledStatus, lab_probe
@@ -89,9 +93,20 @@ def env(engine: Manifest, lab_tools: Path, postgres: str, tmp_path_factory: pyte
         options = functools.partial(workspace_options, manifest=engine, backend_url=backend.as_uri())
         fleet = Fleet(project, options, policy_packs=[], lab_dir=lab.dir)
         shards = access_stack_names(fleet.stacks())
-        for stack in (HUB_STACK, access_stack_of(SITE, len(shards)), SITE):
+        for stack in (HUB_STACK, access_stack_of(SITE, len(shards))):
             fleet.up(stack)
         service = FleetService(new_database(postgres), project, backend_url=backend.as_uri(), lab_dir=lab.dir)
+        # The site updated as a worker updates it (preview, guardrails, update), its outcome journaled.
+        ctx = SiteContext(project, backend_url=backend.as_uri(), lab_dir=lab.dir)
+        run_id = service.journal.create_run("update", "olga", [SITE])
+        batch = Batch()
+        (task,) = queue_site_runs(batch, run_id, [SITE], "update", "olga")
+        service.journal.write(batch)
+        outcome = run_site(task, ctx)
+        assert outcome.ok, outcome.error
+        done = Batch()
+        site_outcome_rows(task, outcome, done)
+        service.journal.write(done, settle_run=run_id)
         log = root / "worker.log"
         with log.open("wb") as fh:
             worker = subprocess.Popen(
@@ -184,3 +199,21 @@ def test_drift_made_through_the_sites_api_is_flagged_after_a_check_from_the_port
     olga.screenshot(path=str(shots / "drift.png"), full_page=True)
     olga.goto(f"/sites/{SITE}")
     expect(olga.locator("section.drift")).to_contain_text(f"ConfigMap/{resource}: data")
+    olga.screenshot(path=str(shots / "site-drift.png"), full_page=True)
+
+
+def test_the_site_page_shows_the_journaled_outputs_and_no_secret(browser: Browser, env: Env) -> None:
+    """The site's update journaled its outputs; the lab cluster's kubeconfig (a client key inside) is an output
+    the engine marks secret: the page names it and never shows it."""
+    outputs = env.fleet.stack(SITE).outputs()
+    kubeconfig = str(outputs["kubeconfig"].value)
+    assert outputs["kubeconfig"].secret and "client-key-data" in kubeconfig
+    key = kubeconfig.split("client-key-data:", 1)[1].split()[0]
+    vic = signed_in(browser, env.base, "vic")
+    vic.goto(f"/sites/{SITE}")
+    table = vic.locator("table.outputs")
+    expect(table.locator("tr:has(td:text-is('kubeconfig'))")).to_contain_text("[secret]")
+    plain = [k for k, v in outputs.items() if not v.secret and isinstance(v.value, str) and v.value]
+    for k in plain:
+        expect(table.locator(f"tr:has(td:text-is('{k}'))")).to_contain_text(str(outputs[k].value)[:40])
+    assert key[:40] not in vic.content() and key[:40] not in str(env.service.outputs(SITE))
