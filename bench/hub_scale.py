@@ -36,7 +36,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,10 +276,46 @@ def _scale(result: Result, key: str, parts: list[Measure], shards: int) -> None:
     )
 
 
+@contextmanager
+def _fleet_dir(args: argparse.Namespace, sites: int) -> Iterator[str]:
+    """A temporary directory for the fleet copy, or `--keep DIR/<sites>`, kept for `--compare-site-previews`."""
+    if args.keep is None:
+        with tempfile.TemporaryDirectory(prefix=f"edgefm-hubscale-{sites}-", dir=args.tmp) as tmp:
+            yield tmp
+        return
+    kept = args.keep / str(sites)
+    if kept.exists():
+        shutil.rmtree(kept)
+    kept.mkdir(parents=True)
+    yield str(kept)
+
+
+def compare_site_previews(fleets: list[Path], reps: int) -> None:
+    """The onboarded site's preview in each kept fleet, alternating, so both see the same machine."""
+    runs: dict[Path, list[Measure]] = {f: [] for f in fleets}
+    for rep in range(reps):
+        for fleet in fleets:
+            saved = json.loads((fleet / "site-preview.json").read_text())
+            cmd = [*saved["pulumi"], "preview", "--stack", saved["stack"]]
+            m = measure(
+                f"{fleet.name} sites: preview {saved['stack']} #{rep + 1}", cmd, cwd=fleet / "project", env=saved["env"]
+            )
+            print("  " + m.show(), flush=True)
+            runs[fleet].append(m)
+    medians = {}
+    for fleet, ms in runs.items():
+        medians[fleet] = (statistics.median(m.seconds for m in ms), statistics.median(m.cpu_seconds for m in ms))
+        print(f"{fleet.name} sites: median {medians[fleet][0]:.2f} s wall, {medians[fleet][1]:.2f} s cpu")
+    first, *rest = fleets
+    for fleet in rest:
+        wall, cpu = (medians[fleet][i] / medians[first][i] - 1 for i in (0, 1))
+        print(f"{fleet.name} against {first.name} sites: wall {wall:+.1%}, cpu {cpu:+.1%}")
+
+
 def run_size(args: argparse.Namespace, sites: int) -> Result:
     result = Result(args.label, sites)
     py = str(REPO / ".venv" / "bin" / "python")
-    with tempfile.TemporaryDirectory(prefix=f"edgefm-hubscale-{sites}-", dir=args.tmp) as tmp:
+    with _fleet_dir(args, sites) as tmp:
         proj, template = make_fleet(args.project, Path(tmp) / "project", sites)
         state, render = Path(tmp) / "state", Path(tmp) / "out"
         state.mkdir()
@@ -470,6 +507,9 @@ def _onboard_and_site(
     subprocess.run([*pulumi, "stack", "select", "--create", stack], cwd=proj, env=env, check=True, capture_output=True)
     for setup in args.site_setup:
         subprocess.run(shlex.split(setup.format(python=py, stack=stack)), cwd=proj, env=env, check=True)
+    if args.keep is not None:
+        saved = {"pulumi": pulumi, "stack": stack, "env": env}
+        (proj.parent / "site-preview.json").write_text(json.dumps(saved))
     runs = [engine(f"preview {stack} #{i + 1}", "preview", "--stack", stack) for i in range(args.site_previews)]
     result.measures["site_preview"] = Measure(
         "one site's preview (median)",
@@ -535,8 +575,18 @@ def main() -> None:
     parser.add_argument(
         "--fleet-up", type=int, default=0, help="fleet-wide hub work through `edgefm fleet up`, N stacks at a time"
     )
+    parser.add_argument("--keep", type=Path, help="keep each fleet under DIR/<sites> (for the comparison)")
+    parser.add_argument(
+        "--compare-site-previews",
+        type=Path,
+        nargs="+",
+        help="kept fleets (DIR/<sites>): their new site's preview, alternating, --site-previews times each",
+    )
     parser.add_argument("--table", type=Path, help="print a before/after markdown table of this results file")
     args = parser.parse_args()
+    if args.compare_site_previews:
+        compare_site_previews(args.compare_site_previews, args.site_previews)
+        return
     if args.table:
         print(table(json.loads(args.table.read_text())))
         return
