@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgefm.model.stacks import RENDER_ROOT_ENV
+from edgefm.model.stacks import RENDER_ROOT_ENV, access_stack_names, stacks_in
 from edgefm.ops.engine import engine_env, require_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,9 +73,12 @@ def main() -> None:
         env = engine_env(manifest=manifest, repo=project, backend_url=state.as_uri())
         env[RENDER_ROOT_ENV] = str(tmp / "out")
         pulumi = str(manifest.pulumi)
-        for stack in ["hub", *stacks]:
+        # The hub side the sites read: the hub and its access shards (which seal each site's credential).
+        hub_side = ["hub", *access_stack_names(stacks_in(project))]
+        for stack in [*hub_side, *stacks]:
             subprocess.run([pulumi, "stack", "init", stack], env=env, cwd=project, capture_output=True, check=False)
-        timed([pulumi, "up", "--yes", "--stack", "hub"], env, project)
+        for stack in hub_side:
+            timed([pulumi, "up", "--yes", "--stack", stack], env, project)
         edgefm_env = {**env, "EDGEFM_BACKEND_URL": state.as_uri()}
         cores = len(os.sched_getaffinity(0))
         print(f"{len(stacks)} sites, render mode, {cores} cores; engine {manifest.pulumi}")
