@@ -41,6 +41,14 @@ class LockError(RuntimeError):
     """A lock or pending operation edgefm will not clear on its own; the message says who and what to do."""
 
 
+class LockHeld(LockError):
+    """The stack is locked by a live process on this host (`alive`), or by one on another host."""
+
+    def __init__(self, message: str, *, alive: bool) -> None:
+        super().__init__(message)
+        self.alive = alive
+
+
 @dataclass(frozen=True)
 class StackLock:
     path: Path
@@ -140,7 +148,7 @@ def owner_state(lock: StackLock, hostname: str | None = None) -> OwnerState:
 
 
 def clear_stale_locks(backend_url: str, project: str, stack: str, hostname: str | None = None) -> list[StackLock]:
-    """Removes the locks of `stack` whose owner is gone and returns them; raises LockError, removing nothing,
+    """Removes the locks of `stack` whose owner is gone and returns them; raises LockHeld, removing nothing,
     when any lock is held by a live process or by one on another host."""
     locks = stack_locks(backend_url, project, stack)
     held = [(lock, state) for lock in locks if (state := owner_state(lock, hostname)) != "gone"]
@@ -153,7 +161,7 @@ def clear_stale_locks(backend_url: str, project: str, stack: str, hostname: str 
                 f"on another host, which this one cannot check: if that process is gone, remove {lock.path} "
                 f"(or run `pulumi cancel --stack {stack}` there), then resume"
             )
-        raise LockError(f"{stack}: the stack is locked by {lock.owner()}, {why}")
+        raise LockHeld(f"{stack}: the stack is locked by {lock.owner()}, {why}", alive=state == "alive")
     for lock in locks:
         lock.path.unlink(missing_ok=True)
         # The file backend keeps each object's attributes beside it.

@@ -31,7 +31,14 @@ from edgefm.model.stacks import site_of_stack
 from edgefm.ops.controller import SiteOutcome, SiteTask
 from edgefm.ops.guardrails import Findings
 from edgefm.ops.health import ClusterWorkloads, gate
-from edgefm.ops.locks import LockError, clear_stale_locks, describe, pending_operations, unsafe_pending_creates
+from edgefm.ops.locks import (
+    LockError,
+    LockHeld,
+    clear_stale_locks,
+    describe,
+    pending_operations,
+    unsafe_pending_creates,
+)
 from edgefm.ops.strategy import HealthGate
 
 # What a workspace links to; the engine state and scratch of the checkout stay out.
@@ -159,7 +166,7 @@ def run_site(task: SiteTask, ctx: SiteContext) -> SiteOutcome:
             stack = fleet.stack(task.stack)
             if task.operation == "check":
                 outcome.phase = "recover"
-                outcome.recovered = _recover(task.stack, stack)
+                outcome.recovered = _recover(task.stack, stack, task.deadline)
                 outcome.phase = "preview"
             if task.operation in ("drift", "reconcile"):
                 return _drift(task, stack, outcome)
@@ -266,16 +273,24 @@ def _health(task: SiteTask, ctx: SiteContext, stack: auto.Stack, outcome: SiteOu
     return outcome
 
 
-def _recover(name: str, stack: auto.Stack) -> list[str]:
+def _recover(name: str, stack: auto.Stack, deadline: float | None) -> list[str]:
     """What an update killed mid-way left behind, cleared before the site is checked: the stale lock of a gone
-    owner (a live or foreign owner raises LockError), then the pending operations, which a refresh resolves from
-    what the cluster really has (clearing pending creates only where re-creating is safe). Returns what was done."""
-    env = stack.workspace.env_vars
+    owner, then the pending operations, which a refresh resolves from what the cluster really has (clearing
+    pending creates only where re-creating is safe). A lock whose owner still runs on this host (an update that
+    outlived its controller) is waited for until the deadline; one held from another host is refused at once.
+    Returns what was done; raises LockError with what is left to do by hand."""
+    backend = stack.workspace.env_vars["PULUMI_BACKEND_URL"]
     project = stack.workspace.project_settings().name
-    notes = [
-        f"removed the stale lock of {lock.owner()}: that process is gone"
-        for lock in clear_stale_locks(env["PULUMI_BACKEND_URL"], project, name)
-    ]
+    stop = deadline if deadline is not None else time.time() + 600
+    while True:
+        try:
+            removed = clear_stale_locks(backend, project, name)
+            break
+        except LockHeld as held:
+            if not held.alive or time.time() + LOCK_RETRY_SECONDS > stop:
+                raise
+            time.sleep(LOCK_RETRY_SECONDS)
+    notes = [f"removed the stale lock of {lock.owner()}: that process is gone" for lock in removed]
     pending = pending_operations(stack.export_stack().deployment)
     if not pending:
         return notes
