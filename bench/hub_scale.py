@@ -5,7 +5,8 @@ For each fleet size (default 40, 400 and 3,500 sites) a copy of the project is m
 stack files, alternately copies of the sample GPU and CPU sites with their own name and network. The copy is a
 git repository (for `edgefm affected`) with its own file backend; every stack renders its manifests (render mode,
 `EDGEFM_RENDER_ROOT`), so no cluster or cloud is touched. Measured, each as wall time and peak resident memory
-of the whole process tree (the CLI, language host, program and provider plugins, sampled from /proc):
+of the whole process tree (the CLI, language host, program and provider plugins, sampled from /proc; memory is
+the tree's proportional set size, so pages a forked worker shares with its parent count once):
 
   hub preview   `pulumi preview` of every stack that is not a site (the hub, and whatever else the project
                 keeps beside it), one after the other;
@@ -47,7 +48,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 PROJECT_FILES = ["Pulumi.yaml", "__main__.py", "edgefm", "components", "policies", "pyproject.toml"]
 GPU_TEMPLATE, CPU_TEMPLATE = "site-bridge-north", "site-viaduct-cpu"
-PAGE = os.sysconf("SC_PAGE_SIZE")
+TICK = os.sysconf("SC_CLK_TCK")
 GiB = 1024**3
 
 
@@ -66,8 +67,8 @@ def _engine_env(project: Path, state: Path, render: Path) -> dict[str, str]:
 # --- measuring ------------------------------------------------------------------------------------------
 
 
-def _tree_rss(root: int) -> int:
-    """Resident bytes of `root` and all its descendants, from /proc."""
+def _tree(root: int) -> set[int]:
+    """`root` and all its descendants, from /proc."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -86,13 +87,28 @@ def _tree_rss(root: int) -> int:
             if parent == pid and child not in tree:
                 tree.add(child)
                 frontier.append(child)
-    total = 0
-    for pid in tree:
-        try:
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
+    return tree
+
+
+def _pss(pid: int) -> int:
+    """Proportional set size: pages shared between processes (a forked worker and its server, a binary mapped
+    twice) are split among them, so the tree's sum is the memory it really holds."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return 0
+
+
+def _cpu(pid: int) -> float:
+    """User + system seconds `pid` has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 @dataclass
@@ -122,12 +138,17 @@ def measure(what: str, cmd: Sequence[str], *, cwd: Path, env: dict[str, str], li
     started = time.monotonic()
     proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     peak = 0
+    # CPU per process as last seen: processes a pool forks are not reaped into this process's rusage.
+    seen: dict[int, float] = {}
     stop = threading.Event()
 
     def sample() -> None:
         nonlocal peak
         while not stop.is_set():
-            peak = max(peak, _tree_rss(proc.pid))
+            tree = _tree(proc.pid)
+            peak = max(peak, sum(_pss(pid) for pid in tree))
+            for pid in tree:
+                seen[pid] = max(seen.get(pid, 0.0), _cpu(pid))
             stop.wait(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -146,6 +167,8 @@ def measure(what: str, cmd: Sequence[str], *, cwd: Path, env: dict[str, str], li
     seconds = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    # The larger of the two: rusage misses what a pool forked; sampling misses a process's last 0.2 s.
+    cpu = max(cpu, sum(seen.values()))
     stop.set()
     sampler.join()
     note = ""
@@ -260,7 +283,8 @@ def run_size(args: argparse.Namespace, sites: int) -> Result:
         state, render = Path(tmp) / "state", Path(tmp) / "out"
         state.mkdir()
         env = _engine_env(proj, state, render)
-        pulumi = [shutil.which("pulumi", path=env["PATH"]) or "pulumi", "--non-interactive", "--color", "never"]
+        args.pulumi_cli = shutil.which("pulumi", path=env["PATH"]) or "pulumi"
+        pulumi = [args.pulumi_cli, "--non-interactive", "--color", "never"]
 
         def engine(what: str, *cmd: str, limit: float | None = None) -> Measure:
             m = measure(what, [*pulumi, *cmd], cwd=proj, env=env, limit=limit)
@@ -318,6 +342,13 @@ def run_size(args: argparse.Namespace, sites: int) -> Result:
         if args.update_limit == 0:
             print("  hub update skipped (--update-limit 0)")
             return result
+        if args.fleet_up:
+            # What edgefm itself runs for fleet-wide hub work: `edgefm fleet up` of the hub and then every shard,
+            # `--fleet-up` at a time, each previewed and judged by the guardrails before its update.
+            if not _fleet_wide(args, result, proj, env, render, all_hub_side, py):
+                print("  hub update did not finish: onboarding and site preview not measured at this size")
+                return result
+            return _onboard_and_site(args, result, proj, env, render, held, stack, touched, engine, pulumi, py)
         left = args.update_limit
         updates = []
         for hub_stack in hub_side:
@@ -335,38 +366,118 @@ def run_size(args: argparse.Namespace, sites: int) -> Result:
             print("  hub update did not finish: onboarding and site preview not measured at this size")
             return result
 
-        # Onboarding site N+1.
-        held.rename(proj / "stacks" / f"Pulumi.{stack}.yaml")
+        return _onboard_and_site(args, result, proj, env, render, held, stack, touched, engine, pulumi, py)
+
+
+def _onboard_more(
+    args: argparse.Namespace,
+    result: Result,
+    proj: Path,
+    env: dict[str, str],
+    render: Path,
+    first: str,
+    engine: Any,
+    py: str,
+) -> None:
+    """Two more sites onboarded, each into its own shard's existing state: one applied by the update alone (what
+    the hub runs after CI previewed the pull request), one by `edgefm fleet up` (preview, guardrails, update)."""
+    from edgefm.model.stacks import access_stack_of
+
+    template = yaml.safe_load((proj / "stacks" / f"Pulumi.{first}.yaml").read_text())
+    shards = len(list((proj / "stacks").glob("Pulumi.hub-access-*.yaml")))
+    base = int(first.rsplit("-", 1)[1])
+    for offset, key in ((1, "onboarding_update"), (2, "onboarding_fleet")):
+        stack = f"site-gen-{base + offset:05d}"
+        (proj / "stacks" / f"Pulumi.{stack}.yaml").write_text(
+            yaml.safe_dump(site_file(template, base + offset), sort_keys=False)
+        )
         for onboard in args.onboard:
             subprocess.run(shlex.split(onboard.format(python=py, stack=stack)), cwd=proj, env=env, check=True)
-        select = [*pulumi, "stack", "select", "--create"]
-        # What onboarding changes on the hub side, from the engine's own plan (before it is applied).
-        planned: dict[str, int] = {}
-        for hub_stack in touched:
-            subprocess.run([*select, hub_stack], cwd=proj, env=env, check=True, capture_output=True)
-            plan = subprocess.run(
-                [*pulumi, "preview", "--stack", hub_stack, "--json"], cwd=proj, env=env, capture_output=True, text=True
-            )
-            if plan.returncode == 0:
-                for op, n in json.loads(plan.stdout).get("changeSummary", {}).items():
-                    planned[op] = planned.get(op, 0) + int(n)
-        result.facts["onboarding_plan"] = planned
-        parts = [engine(f"onboard: up {s}", "up", "--yes", "--stack", s) for s in touched]
-        result.measures["onboarding"] = combine("onboarding one site (hub side, up with preview)", parts)
+        shard = access_stack_of(stack, shards)
+        if key == "onboarding_update":
+            m = engine(f"onboard: up --skip-preview {shard}", "up", "--yes", "--skip-preview", "--stack", shard)
+            m.what = "onboarding one site (hub side, the update alone)"
+        else:
+            cmd = [py, "-m", "edgefm", "fleet", "up", shard, "--render-root", str(render)]
+            m = measure("onboarding one site (hub side, edgefm fleet up)", cmd, cwd=proj, env=env)
+            print("  " + m.show(), flush=True)
+        result.measures[key] = m
 
-        subprocess.run(
-            [*pulumi, "stack", "select", "--create", stack], cwd=proj, env=env, check=True, capture_output=True
+
+def _fleet_wide(
+    args: argparse.Namespace,
+    result: Result,
+    proj: Path,
+    env: dict[str, str],
+    render: Path,
+    hub_side: list[str],
+    py: str,
+) -> bool:
+    """The first update of every hub-side stack, then a credential-seed rotation (a new seed on the hub, the
+    shard files rewritten from it, every site's access re-keyed), each one `edgefm fleet up` run."""
+    fleet_up = [py, "-m", "edgefm", "fleet", "up", *hub_side, "--render-root", str(render)]
+    fleet_up += ["--parallel", str(args.fleet_up)]
+    what = f"hub first update: edgefm fleet up, {args.fleet_up} at a time"
+    m = measure(what, fleet_up, cwd=proj, env=env)
+    print("  " + m.show(), flush=True)
+    result.measures["hub_update_fleet"] = m
+    if not m.ok:
+        return False
+    seed = [args.pulumi_cli, "--non-interactive", "config", "set", "--secret", "edgefm:credentialSeed"]
+    subprocess.run([*seed, "rotated-" + os.urandom(16).hex(), "--stack", "hub"], cwd=proj, env=env, check=True)
+    shards = len(hub_side) - 1
+    subprocess.run([py, "-m", "edgefm", "hub", "shards", "--count", str(shards)], cwd=proj, env=env, check=True)
+    m = measure(f"credential-seed rotation: edgefm fleet up, {args.fleet_up} at a time", fleet_up, cwd=proj, env=env)
+    print("  " + m.show(), flush=True)
+    result.measures["seed_rotation_fleet"] = m
+    return m.ok
+
+
+def _onboard_and_site(
+    args: argparse.Namespace,
+    result: Result,
+    proj: Path,
+    env: dict[str, str],
+    render: Path,
+    held: Path,
+    stack: str,
+    touched: list[str],
+    engine: Any,
+    pulumi: list[str],
+    py: str,
+) -> Result:
+    # Onboarding site N+1.
+    held.rename(proj / "stacks" / f"Pulumi.{stack}.yaml")
+    for onboard in args.onboard:
+        subprocess.run(shlex.split(onboard.format(python=py, stack=stack)), cwd=proj, env=env, check=True)
+    select = [*pulumi, "stack", "select", "--create"]
+    # What onboarding changes on the hub side, from the engine's own plan (before it is applied).
+    planned: dict[str, int] = {}
+    for hub_stack in touched:
+        subprocess.run([*select, hub_stack], cwd=proj, env=env, check=True, capture_output=True)
+        plan = subprocess.run(
+            [*pulumi, "preview", "--stack", hub_stack, "--json"], cwd=proj, env=env, capture_output=True, text=True
         )
-        for setup in args.site_setup:
-            subprocess.run(shlex.split(setup.format(python=py, stack=stack)), cwd=proj, env=env, check=True)
-        runs = [engine(f"preview {stack} #{i + 1}", "preview", "--stack", stack) for i in range(args.site_previews)]
-        result.measures["site_preview"] = Measure(
-            "one site's preview (median)",
-            statistics.median(r.seconds for r in runs),
-            max(r.peak_rss for r in runs),
-            all(r.ok for r in runs),
-            cpu_seconds=statistics.median(r.cpu_seconds for r in runs),
-        )
+        if plan.returncode == 0:
+            for op, n in json.loads(plan.stdout).get("changeSummary", {}).items():
+                planned[op] = planned.get(op, 0) + int(n)
+    result.facts["onboarding_plan"] = planned
+    parts = [engine(f"onboard: up {s}", "up", "--yes", "--stack", s) for s in touched]
+    result.measures["onboarding"] = combine("onboarding one site (hub side, up with preview)", parts)
+    if args.fleet_up:
+        _onboard_more(args, result, proj, env, render, stack, engine, py)
+
+    subprocess.run([*pulumi, "stack", "select", "--create", stack], cwd=proj, env=env, check=True, capture_output=True)
+    for setup in args.site_setup:
+        subprocess.run(shlex.split(setup.format(python=py, stack=stack)), cwd=proj, env=env, check=True)
+    runs = [engine(f"preview {stack} #{i + 1}", "preview", "--stack", stack) for i in range(args.site_previews)]
+    result.measures["site_preview"] = Measure(
+        "one site's preview (median)",
+        statistics.median(r.seconds for r in runs),
+        max(r.peak_rss for r in runs),
+        all(r.ok for r in runs),
+        cpu_seconds=statistics.median(r.cpu_seconds for r in runs),
+    )
 
     return result
 
@@ -421,6 +532,9 @@ def main() -> None:
     parser.add_argument("--onboard", action="append", default=[], help="onboarding command ({stack}, {python})")
     parser.add_argument("--site-setup", action="append", default=[], help="run before the site preview ({stack})")
     parser.add_argument("--sample-shards", type=int, default=0, help="measure only this many access shards")
+    parser.add_argument(
+        "--fleet-up", type=int, default=0, help="fleet-wide hub work through `edgefm fleet up`, N stacks at a time"
+    )
     parser.add_argument("--table", type=Path, help="print a before/after markdown table of this results file")
     args = parser.parse_args()
     if args.table:

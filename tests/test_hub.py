@@ -81,13 +81,30 @@ def test_datacenter_site_access_is_read_only(datacenter: Run, shard: Run) -> Non
             "objectlocking": False,
         }
     ]
-    site_secrets = shard.kinds("Secret")
-    assert sorted(unwrap(r.inputs)["metadata"]["name"] for r in site_secrets) == [f"site-access-{s}" for s in SITES]
-    for r in site_secrets:
-        assert is_secret(r.inputs["stringData"])
-        assert set(unwrap(r.inputs)["stringData"]) == {"accessKey", "secretKey", "auth"}
-        labels = unwrap(r.inputs)["metadata"]["labels"]
-        assert labels["edgefm.io/site-access"] == "true" and labels["edgefm.io/for-site"] in SITES
+    # One Secret for the shard's sites: each site's registry key (a line for the reconciler) and telemetry login.
+    (access,) = shard.kinds("Secret")
+    assert is_secret(access.inputs["stringData"])
+    files = unwrap(access.inputs)["stringData"]
+    assert set(files) == {"users", "auth"}
+    assert files["users"] == "".join(
+        f"site-{s} {derive_secret('test-edgefm:credentialSeed', f'site:{s}')}\n" for s in sorted(SITES)
+    )
+    labels = unwrap(access.inputs)["metadata"]["labels"]
+    assert labels["edgefm.io/site-access"] == "true" and labels["edgefm.io/access-shard"] == "hub-access-000"
+
+
+def test_onboarding_a_site_changes_only_its_shards_two_objects() -> None:
+    """The shard holds two objects whatever its size: a new site changes their contents, adds no resource, and
+    leaves every other site's login, key and write path as they were."""
+    before = run_access(HUB_FILE, {s: KEYS[s].public_key for s in SITES[:3]})
+    after = run_access(HUB_FILE, {s: KEYS[s].public_key for s in SITES})
+    assert [r.name for r in before.resources] == [r.name for r in after.resources]
+    assert len(after.kinds("Secret")) == 1 and len(after.kinds("Ingress")) == 1
+    old, new = (unwrap(r.kinds("Secret")[0].inputs)["stringData"] for r in (before, after))
+    for file in ("users", "auth"):
+        assert set(old[file].splitlines()) < set(new[file].splitlines())
+    empty = run_access(HUB_FILE, {})
+    assert not empty.kinds("Secret") and not empty.kinds("Ingress")
 
 
 def test_reconciler_reads_only_site_secrets_and_applies_the_read_policy(datacenter: Run) -> None:
@@ -100,7 +117,7 @@ def test_reconciler_reads_only_site_secrets_and_applies_the_read_policy(datacent
     script = pod["containers"][0]["command"][2]
     assert "mc admin policy attach hub edgefm-site-read" in script and "mc admin user remove" in script
     assert script == reconcile_script("http://hub-registry-minio:9000")
-    assert "base64decode}} {{.data.secretKey" in USERS_TEMPLATE
+    assert USERS_TEMPLATE == "{{range .items}}{{if .data.users}}{{.data.users | base64decode}}{{end}}{{end}}"
     assert all(c["securityContext"]["readOnlyRootFilesystem"] for c in [lister, *pod["containers"]])
 
 
@@ -111,19 +128,20 @@ def test_derived_keys_are_stable_and_distinct() -> None:
 
 
 def test_remote_write_is_authenticated_per_site(shard: Run) -> None:
-    for site in SITES:
-        auth = unwrap(shard.one("kubernetes:core/v1:Secret", f"-{site}").inputs)["stringData"]["auth"]
-        secret = derive_secret("test-edgefm:credentialSeed", f"site:{site}")
-        assert auth == ssha_entry(f"site-{site}", secret) + "\n"
-        ingress = unwrap(shard.one("kubernetes:networking.k8s.io/v1:Ingress", f"-{site}-write").inputs)
-        notes = ingress["metadata"]["annotations"]
-        assert notes["nginx.ingress.kubernetes.io/auth-type"] == "basic"
-        assert notes["nginx.ingress.kubernetes.io/auth-secret"] == f"site-access-{site}"
-        assert notes["nginx.ingress.kubernetes.io/rewrite-target"] == "/api/v1/write"
-        assert ingress["spec"]["tls"][0]["hosts"] == ["telemetry.hub.edgefm.example.net"]
-        path = ingress["spec"]["rules"][0]["http"]["paths"][0]
-        assert path["path"] == f"/sites/{site}/api/v1/write" and path["pathType"] == "Exact"
-        assert path["backend"]["service"]["name"] == "hub-telemetry-prometheus"
+    """Each site has its own login (a line of the shard's htpasswd file) and its own write path."""
+    auth = unwrap(shard.one("kubernetes:core/v1:Secret").inputs)["stringData"]["auth"]
+    seed = "test-edgefm:credentialSeed"
+    assert auth.splitlines() == [ssha_entry(f"site-{s}", derive_secret(seed, f"site:{s}")) for s in sorted(SITES)]
+    ingress = unwrap(shard.one("kubernetes:networking.k8s.io/v1:Ingress", "-write").inputs)
+    notes = ingress["metadata"]["annotations"]
+    assert notes["nginx.ingress.kubernetes.io/auth-type"] == "basic"
+    assert notes["nginx.ingress.kubernetes.io/auth-secret"] == "hub-access-000"
+    assert notes["nginx.ingress.kubernetes.io/rewrite-target"] == "/api/v1/write"
+    assert ingress["spec"]["tls"][0]["hosts"] == ["telemetry.hub.edgefm.example.net"]
+    paths = ingress["spec"]["rules"][0]["http"]["paths"]
+    assert [p["path"] for p in paths] == [f"/sites/{s}/api/v1/write" for s in sorted(SITES)]
+    assert all(p["pathType"] == "Exact" for p in paths)
+    assert all(p["backend"]["service"]["name"] == "hub-telemetry-prometheus" for p in paths)
     assert ssha_entry("u", "p") == ssha_entry("u", "p") and "{SSHA}" in ssha_entry("u", "p")
 
 
@@ -175,9 +193,9 @@ def test_aws_site_identities_are_read_only_and_scoped(aws_hub: Run, aws_shard: R
         assert not any(a.endswith("*") for a in actions)
     keys = aws_shard.of_type("aws:iam/accessKey:AccessKey")
     assert len(keys) == len(SITES) and all("secret" in k.secret_outputs for k in keys)
-    # No registry key on the hub cluster for the aws flavor: only the telemetry login.
-    for secret in aws_shard.kinds("Secret"):
-        assert set(unwrap(secret.inputs)["stringData"]) == {"auth"}
+    # No registry key on the hub cluster for the aws flavor: only the telemetry logins.
+    (secret,) = aws_shard.kinds("Secret")
+    assert set(unwrap(secret.inputs)["stringData"]) == {"auth"}
 
 
 def test_hub_exports_no_site_credential(datacenter: Run) -> None:

@@ -58,11 +58,9 @@ done
 """
 
 
-# Site Secrets → "<accessKey> <secretKey>" lines, decoded by kubectl itself.
-USERS_TEMPLATE = (
-    "{{range .items}}{{if .data.secretKey}}{{.data.accessKey | base64decode}} {{.data.secretKey | base64decode}}"
-    '{{"\\n"}}{{end}}{{end}}'
-)
+# The access shards' Secrets → their "<accessKey> <secretKey>" lines (each shard's `users` file), decoded by
+# kubectl itself.
+USERS_TEMPLATE = "{{range .items}}{{if .data.users}}{{.data.users | base64decode}}{{end}}{{end}}"
 
 
 class InClusterModelRegistry(pulumi.ComponentResource):

@@ -2,8 +2,10 @@
 identity, its telemetry login and its own remote-write path — and each site's credential sealed to the site's
 public key, so the shard's outputs can be read by anyone and opened by that site only.
 
-Every object belongs to one site: adding or removing a site creates or deletes that site's objects and changes
-nothing another site uses.
+The shard's sites share two objects, not two each: one Secret (every site's telemetry login, and on the datacenter
+flavor every site's registry key for the reconciler) and one Ingress (a write path per site). The engine's cost
+of a stack grows with its resources, so onboarding a site costs one shard's fixed engine cost; adding or removing
+a site updates its own shard's two objects in place and nothing any other shard's sites use.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pulumi_kubernetes as k8s
 
 from components.hub.fleet_telemetry import site_write_path, site_write_url
 from components.hub.site_credential import (
-    FOR_SITE_LABEL,
+    ACCESS_SHARD_LABEL,
     SITE_ACCESS_LABEL,
     derive_secret,
     site_read_statements,
@@ -49,30 +51,33 @@ class SiteAccessShardArgs:
     tls_secret: str = "edgefm-hub-tls"
 
 
-def _derived_key(seed: pulumi.Input[str] | None, site: str) -> pulumi.Output[str]:
-    def derive(value: str) -> str:
-        return derive_secret(value, f"site:{site}")
-
-    return pulumi.Output.secret(pulumi.Output.from_input(seed or "").apply(derive))
+Credential = tuple[str, str]  # (access key id, secret access key)
 
 
-def _htpasswd(key_id: pulumi.Input[str], secret: pulumi.Output[str]) -> pulumi.Output[str]:
-    def line(kv: list[str]) -> str:
-        return ssha_entry(kv[0], kv[1]) + "\n"
+def shard_files(
+    sites: Mapping[str, str], credentials: Mapping[str, Credential], registry_users: bool
+) -> dict[str, str]:
+    """The shard Secret's two files: `auth`, one htpasswd line per site (nginx reads it for the write paths),
+    and, on the datacenter flavor, `users`, one "<access key> <secret>" line per site for the reconciler."""
+    auth = "".join(ssha_entry(*credentials[site]) + "\n" for site in sorted(sites))
+    files = {"auth": auth}
+    if registry_users:
+        files["users"] = "".join(f"{key} {secret}\n" for key, secret in (credentials[s] for s in sorted(sites)))
+    return files
 
-    return pulumi.Output.secret(pulumi.Output.all(key_id, secret).apply(line))
 
-
-def _sealed(site: str, public_key: str, key_id: pulumi.Input[str], secret: pulumi.Output[str]) -> pulumi.Output[str]:
-    def sealed(kv: list[str]) -> str:
-        return seal(public_key, {"site": site, "accessKeyId": kv[0], "secretAccessKey": kv[1]})
-
-    return pulumi.Output.unsecret(pulumi.Output.all(key_id, secret).apply(sealed))
+def sealed_entries(sites: Mapping[str, str], credentials: Mapping[str, Credential]) -> dict[str, str]:
+    """Each site's credential sealed to its public key: readable by every stack, openable by that site only."""
+    out = {}
+    for site, public_key in sorted(sites.items()):
+        key_id, secret = credentials[site]
+        out[site] = seal(public_key, {"site": site, "accessKeyId": key_id, "secretAccessKey": secret})
+    return out
 
 
 class SiteAccessShard(pulumi.ComponentResource):
-    # Site name → its credential sealed to its public key (base64), and its remote-write URL.
-    sealed: dict[str, pulumi.Output[str]]
+    # Site name → its credential sealed to its public key (base64), one output for the whole shard.
+    sealed: pulumi.Output[dict[str, str]]
     remote_write_urls: dict[str, str]
 
     def __init__(self, name: str, args: SiteAccessShardArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -81,61 +86,71 @@ class SiteAccessShard(pulumi.ComponentResource):
             raise ValueError(f"{name}: the datacenter flavor derives site keys from a credential seed")
         if args.hub.flavor == "aws" and args.registry_key_arn is None:
             raise ValueError(f"{name}: the aws flavor needs the registry's KMS key ARN")
-        provider = kubernetes_provider(name, self, render_dir=args.render_dir, kubeconfig=args.kubeconfig)
-        on_hub = pulumi.ResourceOptions(parent=self, provider=provider)
         telemetry_host = f"telemetry.{args.hub.endpoint}"
-        self.sealed, self.remote_write_urls = {}, {}
-        for site, public_key in sorted(args.sites.items()):
-            key_id: pulumi.Input[str]
-            if args.hub.flavor == "aws":
-                key_id, secret = self._aws_identity(f"{name}-{site}", site, args)
-                registry_keys: dict[str, pulumi.Input[str]] = {}
-            else:
-                key_id = site_stack(site)
-                secret = _derived_key(args.credential_seed, site)
-                # The registry's reconciler makes a read-only MinIO user of these two keys.
-                registry_keys = {"accessKey": key_id, "secretKey": secret}
-            auth = _htpasswd(key_id, secret)
+        sites = dict(sorted(args.sites.items()))
+        self.remote_write_urls = {site: site_write_url(telemetry_host, site) for site in sites}
+        if args.hub.flavor == "aws":
+            identities = {site: self._aws_identity(f"{name}-{site}", site, args) for site in sites}
+            # Every site's key, resolved together: one computation for the shard, not a chain per site.
+            credentials: pulumi.Output[dict[str, Credential]] = pulumi.Output.all(
+                *(pulumi.Output.all(key_id, secret) for key_id, secret in identities.values())
+            ).apply(lambda pairs: {site: (pair[0], pair[1]) for site, pair in zip(identities, pairs, strict=True)})
+        else:
+
+            def derive(seed: str) -> dict[str, Credential]:
+                return {site: (site_stack(site), derive_secret(seed, f"site:{site}")) for site in sites}
+
+            credentials = pulumi.Output.from_input(args.credential_seed or "").apply(derive)
+        credentials = pulumi.Output.secret(credentials)
+        self.sealed = pulumi.Output.unsecret(credentials.apply(lambda c: sealed_entries(sites, c)))
+        if sites:
+            # No site, no objects: an empty shard leaves nothing on the hub (an Ingress needs at least one path).
+            provider = kubernetes_provider(name, self, render_dir=args.render_dir, kubeconfig=args.kubeconfig)
+            # Derived from the secret credentials, so secret too.
+            files = credentials.apply(lambda c: shard_files(sites, c, registry_users=args.hub.flavor == "datacenter"))
             access = k8s.core.v1.Secret(
-                f"{name}-{site}",
+                name,
                 metadata=meta(
-                    f"site-access-{site}",
+                    name,
                     HUB_STACK,
                     COMPONENT,
                     args.namespace,
-                    extra_labels={SITE_ACCESS_LABEL: "true", FOR_SITE_LABEL: site},
+                    extra_labels={SITE_ACCESS_LABEL: "true", ACCESS_SHARD_LABEL: name},
                 ),
-                string_data={**registry_keys, "auth": auth},
-                opts=on_hub,
+                string_data=files,
+                opts=pulumi.ResourceOptions(parent=self, provider=provider),
             )
-            self._remote_write(f"{name}-{site}-write", site, telemetry_host, access, args, provider)
-            self.remote_write_urls[site] = site_write_url(telemetry_host, site)
-            # Sealed: readable by every stack, openable by the site's private key only.
-            self.sealed[site] = _sealed(site, public_key, key_id, secret)
-        self.register_outputs({"sites": sorted(args.sites)})
+            self._remote_write(name, sorted(sites), telemetry_host, access, args, provider)
+        self.register_outputs({"sites": sorted(sites)})
 
     def _remote_write(
         self,
         name: str,
-        site: str,
+        sites: list[str],
         host: str,
         access: k8s.core.v1.Secret,
         args: SiteAccessShardArgs,
         provider: k8s.Provider,
     ) -> None:
-        """The site's own write path: its login only, rewritten to the receiver's one write endpoint."""
+        """Each site's own write path, behind the shard's logins (the Secret `name`), rewritten to the receiver's one
+        write endpoint."""
+        backend = k8s.networking.v1.IngressBackendArgs(
+            service=k8s.networking.v1.IngressServiceBackendArgs(
+                name=args.prometheus_service, port=k8s.networking.v1.ServiceBackendPortArgs(number=80)
+            )
+        )
         k8s.networking.v1.Ingress(
-            name,
+            f"{name}-write",
             metadata=meta(
-                f"remote-write-{site}",
+                f"{name}-write",
                 HUB_STACK,
                 COMPONENT,
                 args.namespace,
-                extra_labels={FOR_SITE_LABEL: site},
+                extra_labels={ACCESS_SHARD_LABEL: name},
                 annotations={
                     "nginx.ingress.kubernetes.io/auth-type": "basic",
-                    "nginx.ingress.kubernetes.io/auth-secret": f"site-access-{site}",
-                    "nginx.ingress.kubernetes.io/auth-realm": f"edgefm remote write {site}",
+                    "nginx.ingress.kubernetes.io/auth-secret": name,
+                    "nginx.ingress.kubernetes.io/auth-realm": "edgefm remote write",
                     "nginx.ingress.kubernetes.io/rewrite-target": "/api/v1/write",
                     "nginx.ingress.kubernetes.io/proxy-body-size": "16m",
                 },
@@ -149,15 +164,9 @@ class SiteAccessShard(pulumi.ComponentResource):
                         http=k8s.networking.v1.HTTPIngressRuleValueArgs(
                             paths=[
                                 k8s.networking.v1.HTTPIngressPathArgs(
-                                    path=site_write_path(site),
-                                    path_type="Exact",
-                                    backend=k8s.networking.v1.IngressBackendArgs(
-                                        service=k8s.networking.v1.IngressServiceBackendArgs(
-                                            name=args.prometheus_service,
-                                            port=k8s.networking.v1.ServiceBackendPortArgs(number=80),
-                                        )
-                                    ),
+                                    path=site_write_path(site), path_type="Exact", backend=backend
                                 )
+                                for site in sites
                             ]
                         ),
                     )

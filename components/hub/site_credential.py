@@ -10,9 +10,10 @@ from typing import Any
 
 import pulumi
 
-# Labels the per-site access Secret on the hub, which the registry's reconciler turns into a MinIO user.
+# Labels each access shard's Secret on the hub, whose `users` the registry's reconciler turns into MinIO users.
 SITE_ACCESS_LABEL = "edgefm.io/site-access"
-FOR_SITE_LABEL = "edgefm.io/for-site"
+# Labels a shard's objects with the access shard they belong to.
+ACCESS_SHARD_LABEL = "edgefm.io/access-shard"
 READ_ACTIONS = ["s3:GetObject", "s3:GetObjectVersion"]
 LIST_ACTIONS = ["s3:ListBucket", "s3:GetBucketLocation"]
 

@@ -189,12 +189,12 @@ def build_access(parsed: AccessStack, hub: HubSpec, sites: dict[str, str]) -> Si
             render_dir=parsed.render_dir,
         ),
     )
+    urls = shard.remote_write_urls
     pulumi.export(
         "sites",
-        {
-            site: {"sealed": shard.sealed[site], "remoteWriteUrl": shard.remote_write_urls[site]}
-            for site in sorted(sites)
-        },
+        shard.sealed.apply(
+            lambda sealed: {site: {"sealed": sealed[site], "remoteWriteUrl": urls[site]} for site in sorted(sealed)}
+        ),
     )
     return shard
 
