@@ -147,4 +147,14 @@ def sigkill_tree(root: int) -> list[int]:
         frozen += new
     for pid in frozen:
         _signal(pid, signal.SIGKILL)
+    # SIGKILL is delivered at once but a process (a Go binary with many threads, on a busy machine) takes a moment
+    # to exit: what the kill left is looked at once every process is dead (gone, or a zombie nobody reaps).
+    wait_for("the killed processes to exit", lambda: all(_dead(pid) for pid in frozen), timeout=30, interval=0.1)
     return frozen
+
+
+def _dead(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True

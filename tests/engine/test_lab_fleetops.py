@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import pytest
 
 from edgefm.ops.health import ClusterWorkloads, gate
 from edgefm.ops.journal import Journal
-from edgefm.ops.locks import owner_state, pending_operations, stack_locks
+from edgefm.ops.locks import LockError, clear_stale_locks, owner_state, pending_operations, stack_locks
 from edgefm.ops.strategy import HealthGate
 from tests.engine.labfleet import (
     Applied,
@@ -316,7 +316,10 @@ def test_a_rollout_killed_mid_update_resumes_where_it_stopped(env: Env, sites: l
             assert all(image_of(triton(env.api(s))) == BUMP for s in (CANARY, LAST))
             print(f"resume after SIGKILL: {resume_seconds:.1f} s")
     finally:
-        # The placement is back as it was: every site of the rollout back to it.
+        # The placement is back as it was: every site of the rollout back to it (after a failure above, first
+        # without what the kill left, so the session's other tests find the sites as they were).
+        with suppress(LockError):
+            clear_stale_locks(env.backend.as_uri(), "edgefm", victim)
         for stack in sites:
             env.fleet.up(stack)
         api.close()
