@@ -34,6 +34,7 @@ from edgefm.ops.health import ClusterWorkloads, gate
 from edgefm.ops.locks import (
     LockError,
     LockHeld,
+    backend_dir,
     clear_stale_locks,
     describe,
     pending_operations,
@@ -282,7 +283,10 @@ def _recover(name: str, stack: auto.Stack, deadline: float | None) -> list[str]:
     backend = stack.workspace.env_vars["PULUMI_BACKEND_URL"]
     project = stack.workspace.project_settings().name
     stop = deadline if deadline is not None else time.time() + 600
-    while True:
+    removed = []
+    # Lock files are read on file backends; on others a lock left behind stops the refresh below, and the
+    # engine's message names it (`pulumi cancel` clears it there).
+    while backend_dir(backend) is not None:
         try:
             removed = clear_stale_locks(backend, project, name)
             break

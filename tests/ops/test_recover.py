@@ -22,9 +22,9 @@ from edgefm.ops.locks import LockError, stack_locks
 class FakeStack:
     """What `_recover` uses of `auto.Stack`: the workspace's backend and project, export, refresh."""
 
-    def __init__(self, backend: Path, pending: list[dict[str, Any]]) -> None:
+    def __init__(self, backend: Path | str, pending: list[dict[str, Any]]) -> None:
         self.workspace = SimpleNamespace(
-            env_vars={"PULUMI_BACKEND_URL": backend.as_uri()},
+            env_vars={"PULUMI_BACKEND_URL": backend if isinstance(backend, str) else backend.as_uri()},
             project_settings=lambda: SimpleNamespace(name="edgefm"),
         )
         self.pending = pending
@@ -99,3 +99,10 @@ def test_a_live_owner_past_the_deadline_and_an_unsafe_pending_create_are_refused
         "--import-pending-creates URN ID" in message and "urn:pulumi:site-a::edgefm::command:remote:Command" in message
     )
     assert stack.refreshes == [] and not path.exists(), "the gone owner's lock went; the state was not touched"
+
+
+def test_on_another_backend_locks_are_left_to_the_engine_and_pending_work_is_still_refreshed() -> None:
+    stack = FakeStack("s3://state-bucket/edgefm?region=eu-central-1", [_op("deleting", "kubernetes:v1:ConfigMap")])
+    notes = siteops._recover("site-a", stack, None)  # type: ignore[arg-type]
+    assert notes == ["resolved 1 interrupted operation(s) by a refresh: x (deleting)"]
+    assert stack.refreshes == [{"clear_pending_creates": None, "show_secrets": False}]
