@@ -105,7 +105,10 @@ class SiteAccessShard(pulumi.ComponentResource):
         self.sealed = pulumi.Output.unsecret(credentials.apply(lambda c: sealed_entries(sites, c)))
         if sites:
             # No site, no objects: an empty shard leaves nothing on the hub (an Ingress needs at least one path).
-            provider = kubernetes_provider(name, self, render_dir=args.render_dir, kubeconfig=args.kubeconfig)
+            # nginx and the reconciler read the shard's Secret as it changes: onboarding updates it, never replaces it.
+            provider = kubernetes_provider(
+                name, self, render_dir=args.render_dir, kubeconfig=args.kubeconfig, mutable_secrets=True
+            )
             # Derived from the secret credentials, so secret too.
             files = credentials.apply(lambda c: shard_files(sites, c, registry_users=args.hub.flavor == "datacenter"))
             access = k8s.core.v1.Secret(

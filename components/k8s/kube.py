@@ -42,15 +42,27 @@ def meta(
 
 
 def kubernetes_provider(
-    name: str, parent: pulumi.Resource, *, render_dir: str | None, kubeconfig: pulumi.Input[str] | None
+    name: str,
+    parent: pulumi.Resource,
+    *,
+    render_dir: str | None,
+    kubeconfig: pulumi.Input[str] | None,
+    mutable_secrets: bool = False,
 ) -> k8s.Provider:
-    """The cluster's provider: rendering manifests to `render_dir`, or talking to the cluster `kubeconfig` names."""
+    """The cluster's provider: rendering manifests to `render_dir`, or talking to the cluster `kubeconfig` names.
+    The provider replaces a Secret whose data changes (so Deployments that mount it roll) unless `mutable_secrets`:
+    for Secrets whose readers pick changes up themselves, an update in place."""
     opts = pulumi.ResourceOptions(parent=parent)
+    mutable = True if mutable_secrets else None
     if render_dir is not None:
-        return k8s.Provider(f"{name}-k8s", render_yaml_to_directory=render_dir, opts=opts)
+        return k8s.Provider(
+            f"{name}-k8s", render_yaml_to_directory=render_dir, enable_secret_mutable=mutable, opts=opts
+        )
     if kubeconfig is None:
         raise ValueError(f"{name}: the cluster needs a kubeconfig or a render directory")
-    return k8s.Provider(f"{name}-k8s", kubeconfig=pulumi.Output.secret(kubeconfig), opts=opts)
+    return k8s.Provider(
+        f"{name}-k8s", kubeconfig=pulumi.Output.secret(kubeconfig), enable_secret_mutable=mutable, opts=opts
+    )
 
 
 def selector(site: str, component: str) -> dict[str, str]:

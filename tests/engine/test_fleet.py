@@ -14,6 +14,7 @@ import pytest
 import yaml
 from pulumi import automation as auto
 
+from edgefm.model.stacks import access_stack_of
 from edgefm.ops.engine import Manifest, workspace_options
 from edgefm.ops.fleet import Fleet
 from edgefm.ops.rollout import rollout, site_labels, waves_of
@@ -194,3 +195,27 @@ def test_rollout_holds_later_waves_when_a_wave_breaks_a_guardrail(env: Env) -> N
     assert [w.label for w in report.held] == ["2"]
     assert report.runs == []  # nothing was previewed successfully, nothing updated
     assert pending.changes.get("update") == 1  # wave 2's change is still waiting, untouched
+
+
+def test_onboarding_updates_its_shards_two_objects_in_place(env: Env) -> None:
+    """A new site changes its shard's Secret and Ingress in place: nothing created, replaced or deleted, and the
+    other shard and the hub have nothing to do."""
+    name = "site-bridge-east"
+    shards = len(list((env.project / "stacks").glob("Pulumi.hub-access-*.yaml")))
+    shard = access_stack_of(name, shards)
+    new = env.project / "stacks" / f"Pulumi.{name}.yaml"
+    new.write_text(
+        (env.project / "stacks" / f"Pulumi.{GPU_SITE}.yaml")
+        .read_text()
+        .replace("name: bridge-north\n", "name: bridge-east\n")
+    )
+    try:
+        plan = env.fleet.preview(shard)
+        assert {op: n for op, n in plan.changes.items() if op != "same"} == {"update": 2}
+        assert env.fleet.up(shard).changes.get("update") == 2
+        others = [s for s in ("hub", "hub-access-000", "hub-access-001") if s != shard]
+        for other in others:
+            assert set(env.fleet.preview(other).changes) <= {"same"}, other
+    finally:
+        new.unlink()
+        env.fleet.up(shard)
