@@ -189,7 +189,9 @@ def drift(
             drifted += 1
             out.print(f"{task.stack}: {len(outcome.drift)} resource(s) drifted", markup=False)
             for entry in outcome.drift:
-                keys = ", ".join(entry["keys"]) or "(whole resource)"
+                keys = ", ".join(entry["keys"]) or (
+                    "gone from the cluster" if entry["op"] == "delete" else "(whole resource)"
+                )
                 out.print(
                     f"  {entry['op']:<8} {entry['urn'].rsplit('::', 1)[-1]} ({entry['type']}): {keys}", markup=False
                 )

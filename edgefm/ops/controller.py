@@ -77,6 +77,8 @@ class SiteOutcome:
     outputs: dict[str, Any] | None = None
     # In the fleet lab: pods the update left that no node can run, with the scheduler's reason.
     unschedulable: list[str] = field(default_factory=list)
+    # A check's recovery of what a killed update left: a stale lock removed, interrupted operations resolved.
+    recovered: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -135,6 +137,8 @@ def site_outcome_rows(task: SiteTask, outcome: SiteOutcome, batch: Batch) -> Non
     data: dict[str, Any] = {"changes": outcome.changes, "phase": outcome.phase, "operation": task.operation}
     if outcome.drift:
         data["drift"] = redact(outcome.drift)
+    if outcome.recovered:
+        data["recovered"] = outcome.recovered
     batch.event(
         task.run_id,
         "site.succeeded" if outcome.ok else "site.failed",
@@ -400,6 +404,8 @@ class Controller:
             self.failures += 1
         if not self.executor.records_results:
             site_outcome_rows(task, outcome, self.batch)
+        for note in outcome.recovered:
+            self.on_event(f"{task.stack}: {note}")
         self.on_event(f"{task.stack}: {'ok' if outcome.ok else 'failed: ' + str(outcome.error)}")
 
     # -- journal helpers ----------------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ own workspace — a directory of links to the project's files, so the program, i
 environment are the project's own while the engine's per-workspace state is private to the operation.
 
 An update is: preview (the planned steps are kept as the site's diff) → the guardrails judge the plan → update
-→ health gate. A *check* (a site that was mid-update when its controller died) previews first and updates only
-if the preview shows changes. Drift is a refresh in preview-only mode; reconcile is an update with refresh.
+→ health gate. A *check* (a site that was mid-update when its controller died) first recovers what the killed
+update left (its stale stack lock, its pending operations: see `edgefm.ops.locks`), then previews, and updates
+only if the preview shows changes. Drift is a refresh in preview-only mode; reconcile is an update with refresh.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,15 @@ from edgefm.ops.controller import SiteOutcome, SiteTask
 from edgefm.ops.guardrails import Findings
 from edgefm.ops.health import ClusterWorkloads, gate
 from edgefm.ops.journal import REDACTED, redact
+from edgefm.ops.locks import (
+    LockError,
+    LockHeld,
+    backend_dir,
+    clear_stale_locks,
+    describe,
+    pending_operations,
+    unsafe_pending_creates,
+)
 from edgefm.ops.strategy import HealthGate
 
 # What a workspace links to; the engine state and scratch of the checkout stay out.
@@ -39,6 +49,10 @@ CHANGE_OPS = frozenset({"create", "update", "replace", "delete", "create-replace
 # Operations that stop after the judged preview: a preview of the stack as it is, and of a change not yet made
 # (`change-preview`: the workspace overlays the edited files).
 PREVIEW_ONLY = frozenset({"preview", "change-preview"})
+# pulumi-kubernetes applies without forcing, so a field another field manager has taken over by server-side apply
+# (`kubectl apply --server-side`, a controller) makes the update fail on the conflict. Reconcile exists to put
+# the declared values back: it forces (the provider's documented switch for this); other updates do not.
+PATCH_FORCE_ENV = "PULUMI_K8S_ENABLE_PATCH_FORCE"
 
 
 @dataclass(frozen=True)
@@ -188,8 +202,14 @@ def run_site(task: SiteTask, ctx: SiteContext) -> SiteOutcome:
     outcome = SiteOutcome(ok=False, phase="preview", started_at=time.time(), worker=worker)
     try:
         with workspace(ctx.repo, ctx.overlay) as root:
+            if task.operation == "reconcile":
+                ctx = replace(ctx, extra_env={**ctx.extra_env, PATCH_FORCE_ENV: "true"})
             fleet = _fleet(ctx, root)
             stack = fleet.stack(task.stack)
+            if task.operation == "check":
+                outcome.phase = "recover"
+                outcome.recovered = _recover(task.stack, stack, task.deadline)
+                outcome.phase = "preview"
             if task.operation in ("drift", "reconcile"):
                 return _drift(task, stack, outcome)
             if task.operation == "destroy":
@@ -242,6 +262,9 @@ def run_site(task: SiteTask, ctx: SiteContext) -> SiteOutcome:
                 outcome.ok = True
             outcome.phase = "health"
             return _health(task, ctx, stack, outcome)
+    except LockError as exc:
+        outcome.ok, outcome.error = False, str(exc)
+        return outcome
     except auto.CommandError as exc:
         outcome.ok, outcome.error = False, engine_errors(exc)
         if isinstance(exc, auto.ConcurrentUpdateError):
@@ -294,22 +317,70 @@ def _health(task: SiteTask, ctx: SiteContext, stack: auto.Stack, outcome: SiteOu
     return outcome
 
 
+def _recover(name: str, stack: auto.Stack, deadline: float | None) -> list[str]:
+    """What an update killed mid-way left behind, cleared before the site is checked: the stale lock of a gone
+    owner, then the pending operations, which a refresh resolves from what the cluster really has (clearing
+    pending creates only where re-creating is safe). A lock whose owner still runs on this host (an update that
+    outlived its controller) is waited for until the deadline; one held from another host is refused at once.
+    Returns what was done; raises LockError with what is left to do by hand."""
+    backend = stack.workspace.env_vars["PULUMI_BACKEND_URL"]
+    project = stack.workspace.project_settings().name
+    stop = deadline if deadline is not None else time.time() + 600
+    removed = []
+    # Lock files are read on file backends; on others a lock left behind stops the refresh below, and the
+    # engine's message names it (`pulumi cancel` clears it there).
+    while backend_dir(backend) is not None:
+        try:
+            removed = clear_stale_locks(backend, project, name)
+            break
+        except LockHeld as held:
+            if not held.alive or time.time() + LOCK_RETRY_SECONDS > stop:
+                raise
+            time.sleep(LOCK_RETRY_SECONDS)
+    notes = [f"removed the stale lock of {lock.owner()}: that process is gone" for lock in removed]
+    pending = pending_operations(stack.export_stack().deployment)
+    if not pending:
+        return notes
+    unsafe = unsafe_pending_creates(pending)
+    if unsafe:
+        urns = " ".join(op["resource"]["urn"] for op in unsafe)
+        raise LockError(
+            f"{name}: the killed update left creates of {describe(unsafe)} whose outcome edgefm cannot tell; "
+            f"check whether they exist, then `pulumi refresh --stack {name} --import-pending-creates URN ID` or "
+            f"`--clear-pending-creates` ({urns}), then resume"
+        )
+    creates = any(op.get("type") == "creating" for op in pending)
+    stack.refresh(clear_pending_creates=creates or None, show_secrets=False)
+    left = pending_operations(stack.export_stack().deployment)
+    if left:
+        raise LockError(f"{name}: a refresh left pending operations in the state: {describe(left)}")
+    notes.append(f"resolved {len(pending)} interrupted operation(s) by a refresh: {describe(pending)}")
+    return notes
+
+
+def _drift_entry(meta: auto.StepEventMetadata) -> dict[str, Any] | None:
+    """A drifted resource from a refresh step's result, or None. The properties are the paths of the engine's
+    detailed diff (the cluster against the state: pulumi-kubernetes compares the live object pruned to the
+    fields the program sets); its top-level `diffs` are left empty for Kubernetes objects."""
+    keys = sorted(meta.detailed_diff or {}) or sorted(meta.diffs or [])
+    op = meta.op.value
+    if op == "refresh":  # the refresh phase of an update with refresh reports under the step's own name
+        op = "update" if keys else "same"
+    if op not in CHANGE_OPS:
+        return None
+    return {"urn": meta.urn, "type": meta.type, "op": op, "keys": keys}
+
+
 def _drift(task: SiteTask, stack: auto.Stack, outcome: SiteOutcome) -> SiteOutcome:
-    drifted: list[dict[str, Any]] = []
+    """Drift: a refresh in preview-only mode; each drifted resource once, with its changed properties.
+    Reconcile: an update with refresh; its drift is what the refresh found, plus any other change the update
+    made (an object deleted from the cluster is created again)."""
+    drifted: dict[str, dict[str, Any]] = {}
 
     def on_event(event: auto.EngineEvent) -> None:
-        for meta in (
-            event.resource_pre_event.metadata if event.resource_pre_event else None,
-            event.res_outputs_event.metadata if event.res_outputs_event else None,
-        ):
-            keys = changed_keys(meta) if meta is not None else []
-            if meta is not None and (meta.op.value in CHANGE_OPS or keys):
-                # One entry per resource: its pre and outputs events may each carry part of the detailed diff.
-                entry = next((d for d in drifted if d["urn"] == meta.urn), None)
-                if entry is None:
-                    drifted.append({"urn": meta.urn, "type": meta.type, "op": meta.op.value, "keys": sorted(keys)})
-                else:
-                    entry["keys"] = sorted(set(entry["keys"]) | set(keys))
+        done = event.res_outputs_event
+        if done is not None and (entry := _drift_entry(done.metadata)) is not None:
+            drifted.setdefault(entry["urn"], entry)
 
     t0 = time.monotonic()
     outcome.phase = task.operation
@@ -322,5 +393,5 @@ def _drift(task: SiteTask, stack: auto.Stack, outcome: SiteOutcome) -> SiteOutco
         outcome.changes = changes_of(up.summary.resource_changes)
         outcome.outputs = public_outputs(up.outputs)
         outcome.update_seconds = time.monotonic() - t0
-    outcome.drift, outcome.ok = drifted, True
+    outcome.drift, outcome.ok = list(drifted.values()), True
     return outcome

@@ -1,26 +1,20 @@
 """The sample fleet applied for real to the fleet lab (a Kubernetes API per stack, kwok for the kubelet), on the
-real engine through the Automation API: what `make demo` does. Render mode keeps its own tests (test_fleet)."""
+real engine through the Automation API: what `make demo` does. Render mode keeps its own tests (test_fleet). The
+applied fleet (`env`, `applied`) is the session's, shared with test_lab_fleetops."""
 
 from __future__ import annotations
 
 import base64
-import functools
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
 import yaml
-from pulumi import automation as auto
 
-from edgefm.model.stacks import is_access_stack, is_site_stack
-from edgefm.ops.engine import Manifest, workspace_options
-from edgefm.ops.fleet import Fleet
+from edgefm.model.stacks import is_access_stack
 from edgefm.ops.lab.kubeapi import KubeApi, KubeApiError
-from edgefm.ops.lab.runtime import Lab
 from edgefm.ops.rollout import site_labels
-from edgefm.ops.siteops import engine_errors
+from tests.engine.labfleet import Applied, Env
 
 pytestmark = pytest.mark.engine
 
@@ -38,25 +32,6 @@ SECRET_KEYS = {
 }
 REQUIRED_LABELS = ("app.kubernetes.io/part-of", "app.kubernetes.io/managed-by", "edgefm.io/site")
 TRITON_BUMP = ("nvcr.io/nvidia/tritonserver:25.01-py3", "nvcr.io/nvidia/tritonserver:25.02-py3")
-
-
-@dataclass
-class Env:
-    project: Path
-    backend: Path
-    lab: Lab
-    fleet: Fleet
-
-    def api(self, stack: str) -> KubeApi:
-        return KubeApi(self.lab.cluster(stack).credentials(self.lab.dir))
-
-
-@pytest.fixture(scope="module")
-def env(engine: Manifest, fleet_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    backend = tmp_path_factory.mktemp("lab-backend")
-    options = functools.partial(workspace_options, manifest=engine, backend_url=backend.as_uri())
-    fleet = Fleet(fleet_lab.root, options, policy_packs=[], lab_dir=fleet_lab.dir)
-    yield Env(fleet_lab.root, backend, fleet_lab, fleet)
 
 
 class Discovery:
@@ -112,38 +87,9 @@ def _live(env: Env, stack: str) -> dict[tuple[str, str | None, str], dict[str, A
         api.close()
 
 
-def _sites(env: Env) -> list[str]:
-    """Sample sites, less any the first test reports as refused by its cluster."""
-    return [s for s in env.fleet.stacks() if is_site_stack(s) and s not in _refused]
-
-
 def _clusters(stacks: Iterable[str]) -> list[str]:
     """The stacks with a lab cluster of their own: the hub's access shards put their objects on the hub's."""
     return [s for s in stacks if not is_access_stack(s)]
-
-
-_refused: set[str] = set()
-
-
-@dataclass
-class Applied:
-    runs: dict[str, Any]
-    failed: dict[str, str]
-
-
-@pytest.fixture(scope="module")
-def applied(env: Env) -> Applied:
-    """The hub, then every sample site, updated for real against its lab cluster. A stack the cluster refuses
-    is recorded (the first test fails on it) and the other tests go on with the stacks that were applied."""
-    runs: dict[str, Any] = {}
-    failed: dict[str, str] = {}
-    for name in env.fleet.stacks():
-        try:
-            runs[name] = env.fleet.up(name)
-        except auto.CommandError as exc:
-            failed[name] = engine_errors(exc)
-    _refused.update(failed)
-    return Applied(runs, failed)
 
 
 def test_every_sample_stack_is_applied_and_a_second_preview_changes_nothing(env: Env, applied: Applied) -> None:
@@ -168,7 +114,7 @@ def test_every_object_is_live_with_the_required_labels(env: Env, applied: Applie
             assert not missing, f"{stack}: {kind} {ns}/{name} lacks {missing}"
             assert labels["app.kubernetes.io/part-of"] == "edgefm"
     # The custom resources went in after their (vendor) CRDs: HelmCharts on k3s sites, OLM and ODF on OpenShift.
-    site_kinds = {kind for stack in _sites(env) for kind, _ns, _name in _live(env, stack)}
+    site_kinds = {kind for stack in env.sites() for kind, _ns, _name in _live(env, stack)}
     assert {"HelmChart", "Certificate", "ClusterIssuer"} <= site_kinds
     if "site-harbor-ocp" in applied.runs:
         assert {"Subscription", "OperatorGroup", "ClusterPolicy", "ObjectBucketClaim"} <= site_kinds
@@ -229,19 +175,19 @@ def test_a_profile_version_bump_changes_exactly_the_matching_sites(env: Env, app
     production = next(p for p in doc["profiles"] if p["name"] == "production")
     production["set"].setdefault("serving", {})["image"] = TRITON_BUMP[1]
     placement.write_text(yaml.safe_dump(doc, sort_keys=False))
-    labels = site_labels(env.project, _sites(env))
+    labels = site_labels(env.project, env.sites())
     matching = {s for s, lab in labels.items() if lab.get("tier") == "production"}
-    assert matching and matching != set(_sites(env))
+    assert matching and matching != set(env.sites())
     try:
-        images_before = {s: _triton_images(env, s) for s in _sites(env)}
-        for stack in _sites(env):
+        images_before = {s: _triton_images(env, s) for s in env.sites()}
+        for stack in env.sites():
             preview = env.fleet.preview(stack)
             changed = set(preview.changes) - {"same"}
             assert bool(changed) == (stack in matching), (stack, preview.changes)
             if stack in matching:
                 assert preview.changes.get("update") == 1, preview.changes
                 env.fleet.up(stack)
-        for stack in _sites(env):
+        for stack in env.sites():
             expected = TRITON_BUMP[1] if stack in matching else images_before[stack]
             assert _triton_images(env, stack) == expected, stack
     finally:

@@ -168,13 +168,7 @@ def test_drift_made_through_the_sites_api_is_flagged_after_a_check_from_the_port
     api = env.api()
     try:
         path = f"api/v1/namespaces/{namespace}/configmaps/{name}"
-        changed = api.session.patch(
-            f"{api.server}/{path}",
-            json={"data": {key: "changed behind edgefm's back"}},
-            headers={"Content-Type": "application/merge-patch+json"},
-            timeout=10,
-        )
-        assert changed.status_code == 200, changed.text
+        api.patch(path, {"data": {key: "changed behind edgefm's back"}})
         assert api.get(path)["data"][key] == "changed behind edgefm's back"
     finally:
         api.close()

@@ -1,7 +1,8 @@
 """The few Kubernetes API calls the lab makes, over `requests` with the lab's client certificate.
 
 Objects are written with server-side apply (one field manager, `edgefm-lab`), so `lab up` can re-apply the same
-nodes and CRDs any number of times.
+nodes and CRDs any number of times. `patch` and `delete` change any object as an operator's kubectl would (how a
+site drifts from what its stack declares).
 """
 
 from __future__ import annotations
@@ -90,3 +91,44 @@ class KubeApi:
             raise KubeApiError(f"apply {kind} {name}: {resp.status_code} {resp.text[:300]}")
         body: dict[str, Any] = resp.json()
         return body
+
+    def patch(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        patch_type: str = "merge",
+        field_manager: str = FIELD_MANAGER,
+        force: bool = False,
+    ) -> dict[str, Any]:
+        """PATCH any object by its API path: `merge` (JSON merge patch), `strategic`, or `apply` (server-side
+        apply; `force` takes fields over from other managers). What an operator's kubectl does to a cluster."""
+        types = {
+            "merge": "application/merge-patch+json",
+            "strategic": "application/strategic-merge-patch+json",
+            "apply": "application/apply-patch+yaml",
+        }
+        params = {"fieldManager": field_manager, **({"force": "true"} if force else {})}
+        try:
+            resp = self.session.patch(
+                f"{self.server}/{path.lstrip('/')}",
+                params=params,
+                data=json.dumps(body),
+                headers={"Content-Type": types[patch_type]},
+                timeout=TIMEOUT,
+            )
+        except requests.RequestException as exc:
+            raise KubeApiError(f"PATCH {path}: {exc}") from None
+        if resp.status_code != 200:
+            raise KubeApiError(f"PATCH {path}: {resp.status_code} {resp.text[:300]}")
+        patched: dict[str, Any] = resp.json()
+        return patched
+
+    def delete(self, path: str) -> None:
+        """DELETE an object by its API path (a 404 is an error: the caller expected it to exist)."""
+        try:
+            resp = self.session.delete(f"{self.server}/{path.lstrip('/')}", timeout=TIMEOUT)
+        except requests.RequestException as exc:
+            raise KubeApiError(f"DELETE {path}: {exc}") from None
+        if resp.status_code not in (200, 202):
+            raise KubeApiError(f"DELETE {path}: {resp.status_code} {resp.text[:300]}")

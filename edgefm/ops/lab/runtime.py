@@ -746,11 +746,15 @@ def _deployment(d: Mapping[str, Any]) -> Workload:
 
 
 def _job(j: Mapping[str, Any]) -> Workload:
+    """A Job is fine while it runs or once complete, as the health gate judges it; failed is not (a CronJob's run
+    caught mid-flight is not a problem)."""
     status = j.get("status") or {}
-    complete = any(c.get("type") == "Complete" and c.get("status") == "True" for c in status.get("conditions") or [])
+    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+    complete = conditions.get("Complete") == "True"
+    failed = conditions.get("Failed") == "True"
     meta = j["metadata"]
     word = "complete" if complete else f"{status.get('active', 0) or 0} active, {status.get('failed', 0) or 0} failed"
-    return Workload("Job", meta["namespace"], meta["name"], word, complete)
+    return Workload("Job", meta["namespace"], meta["name"], word, complete or not failed)
 
 
 def _requests_gpu(spec: Mapping[str, Any]) -> bool:
