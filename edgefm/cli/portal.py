@@ -33,7 +33,11 @@ def portal(
         ),
     ] = None,
     lab: Annotated[
-        bool, typer.Option("--lab/--no-lab", help="Read each site's health from its fleet-lab cluster.")
+        bool,
+        typer.Option(
+            "--lab/--no-lab",
+            help="Read each site's health from its fleet-lab cluster; jobs run against the lab once it exists.",
+        ),
     ] = True,
 ) -> None:
     """Serve the portal over the checkout and the fleet service."""
