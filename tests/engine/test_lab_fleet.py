@@ -29,6 +29,7 @@ SECRET_KEYS = {
     "admin-password",
     "auth",
     "secretKey",
+    "users",
 }
 REQUIRED_LABELS = ("app.kubernetes.io/part-of", "app.kubernetes.io/managed-by", "edgefm.io/site")
 TRITON_BUMP = ("nvcr.io/nvidia/tritonserver:25.01-py3", "nvcr.io/nvidia/tritonserver:25.02-py3")
