@@ -419,29 +419,25 @@ def create_app(
         }
         return render(request, "site.html", ctx)
 
-    @app.post("/sites/{stack}/drift")
-    async def site_drift_check(request: Request, stack: str) -> Response:
+    async def start_site_job(request: Request, stack: str, action: str, start: Callable[..., str]) -> Response:
+        """A drift check or preview of one site, queued; the page goes to the run at once."""
         who = principal(request)
         if portal.fleet.site(stack) is None:
             return render(request, "denied.html", {"message": f"no site stack {stack}"}, status_code=404)
-        require(who, "operator", [stack], "drift.start", stack)
+        require(who, "operator", [stack], action, stack)
         try:
-            run_id = await thread(portal.service.start_drift, [stack], who.username)
+            run_id = await thread(start, [stack], who.username)
         except REFUSALS as exc:
             raise Denied(str(exc)) from None
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
+    @app.post("/sites/{stack}/drift")
+    async def site_drift_check(request: Request, stack: str) -> Response:
+        return await start_site_job(request, stack, "drift.start", portal.service.start_drift)
+
     @app.post("/sites/{stack}/preview")
     async def site_preview(request: Request, stack: str) -> Response:
-        who = principal(request)
-        if portal.fleet.site(stack) is None:
-            return render(request, "denied.html", {"message": f"no site stack {stack}"}, status_code=404)
-        require(who, "operator", [stack], "preview.start", stack)
-        try:
-            run_id = await thread(portal.service.start_preview, [stack], who.username)
-        except REFUSALS as exc:
-            raise Denied(str(exc)) from None
-        return RedirectResponse(f"/runs/{run_id}", status_code=303)
+        return await start_site_job(request, stack, "preview.start", portal.service.start_preview)
 
     # ---- onboarding ------------------------------------------------------------------------------------
 
